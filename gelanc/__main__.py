@@ -1,0 +1,5 @@
+import sys
+
+from gelanc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""The IR: a ``networkx.DiGraph`` of primitive op instances.
+
+A node's id is its scope path (``elan3.cv2.0.m.1.cv1.conv``), unique in the graph.
+Its data:
+
+``op``      registry key (:data:`gelanc.ops.REGISTRY`)
+``attrs``   the op's validated pydantic attributes
+``scope``   the same path, kept as data so it survives relabelling
+``blocks``  the block instantiations it sits in, outermost first: ``(("elan3",
+            "RepNCSPELAN4"), ("elan3.cv2.0", "RepNCSP"), ...)`` — for per-block reports
+``span``    where in the `.gel` source it came from
+``branch``  ``"main"`` or ``"aux"`` (PGI's auxiliary branch, removed for deploy)
+``channels`` output shapes known at lowering time (channels only; H, W ``None``)
+``origin``  scopes of the source nodes a deploy pass folded into this one
+
+An edge ``u → v`` carries ``uses``: a tuple of ``(position, output_index)`` pairs,
+one for each argument of ``v`` fed from ``u`` (``concat(a, a)`` has two).
+Graph-level data: ``model``, ``params`` (the model parameters it was lowered
+with), ``outputs`` (a list of :class:`Ref`), ``paper`` (the paper's figures),
+``source`` (the `.gel` files' texts, for rebuilding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from gelanc.ops import REGISTRY
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """One output of one node."""
+
+    node: str
+    out: int = 0
+
+    def __str__(self) -> str:
+        return self.node if self.out == 0 else f"{self.node}[{self.out}]"
+
+
+def new_graph(model: str, params: dict | None = None) -> nx.DiGraph:
+    return nx.DiGraph(model=model, params=dict(params or {}), outputs=[], paper={}, source={})
+
+
+def add_node(g: nx.DiGraph, nid: str, op: str, attrs, inputs: list[Ref], **data) -> str:
+    """Add op node ``nid`` reading ``inputs`` in order; returns ``nid``."""
+    assert nid not in g, f"duplicate node id {nid}"
+    g.add_node(nid, op=op, attrs=attrs, scope=data.pop("scope", nid), **data)
+    connect(g, nid, inputs)
+    return nid
+
+
+def connect(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
+    """(Re)wire ``nid``'s ordered inputs."""
+    for u in list(g.predecessors(nid)):
+        g.remove_edge(u, nid)
+    for pos, ref in enumerate(inputs):
+        if g.has_edge(ref.node, nid):
+            g.edges[ref.node, nid]["uses"] += ((pos, ref.out),)
+        else:
+            g.add_edge(ref.node, nid, uses=((pos, ref.out),))
+
+
+def inputs(g: nx.DiGraph, nid: str) -> list[Ref]:
+    """``nid``'s inputs in argument order."""
+    args = [(pos, Ref(u, out)) for u, _, uses in g.in_edges(nid, data="uses") for pos, out in uses]
+    return [r for _, r in sorted(args, key=lambda t: t[0])]
+
+
+def consumers(g: nx.DiGraph, ref: Ref) -> list[tuple[str, int]]:
+    """Every (node, argument position) that reads ``ref``."""
+    return [(v, pos) for v, uses in ((v, d["uses"]) for _, v, d in g.out_edges(ref.node, data=True))
+            for pos, out in uses if out == ref.out]
+
+
+def replace_uses(g: nx.DiGraph, old: Ref, new: Ref) -> None:
+    """Make every reader of ``old`` read ``new`` instead (outputs included)."""
+    for v in {v for v, _ in consumers(g, old)}:
+        connect(g, v, [new if r == old else r for r in inputs(g, v)])
+    g.graph["outputs"] = [new if r == old else r for r in g.graph["outputs"]]
+
+
+def topo_order(g: nx.DiGraph) -> list[str]:
+    """A deterministic topological order (ties broken by insertion order)."""
+    index = {n: i for i, n in enumerate(g.nodes)}
+    return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+
+
+def weighted_nodes(g: nx.DiGraph) -> list[str]:
+    return [n for n, op in g.nodes(data="op") if REGISTRY[op].has_weights]
+
+
+def to_json(g: nx.DiGraph) -> dict:
+    """A plain-data picture of the graph (for `gelanc build`, tools and tests)."""
+    nodes = []
+    for n in topo_order(g):
+        d = g.nodes[n]
+        nodes.append({
+            "id": n, "op": d["op"], "attrs": d["attrs"].model_dump(), "branch": d["branch"],
+            "inputs": [str(r) for r in inputs(g, n)],
+            "span": d["span"].to_json() if d.get("span") else None,
+            "blocks": [list(b) for b in d.get("blocks", ())],
+        })
+    return {"model": g.graph["model"], "params": g.graph["params"],
+            "outputs": [str(r) for r in g.graph["outputs"]], "nodes": nodes}

@@ -1,0 +1,625 @@
+"""Lowering: run a model's `.gel` body, emitting one IR node per primitive op.
+
+The language has no recursion and only bounded loops, so lowering is plain
+interpretation: blocks are called like functions, arithmetic is evaluated, and
+every primitive op call adds a node. Channel counts are propagated as nodes are
+added (blocks may read them with ``channels(x)``), using the registry's shape
+rules with the spatial size left open; :mod:`gelanc.passes.shapes` later fills
+in H and W for an image size.
+
+Scope names: a call assigned to a single name is scoped by that name (``cv1 =
+Conv(...)`` → ``cv1``; ``m[i] = ...`` → ``m.0``, ``m.1``, …); ``... as label``
+overrides it; anything else gets the callee's name, numbered if repeated.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from gelanc.diagnostics import GelError, Span
+from gelanc.dsl import ast
+from gelanc.dsl.loader import Program, suggest
+from gelanc.ir.graph import Ref, add_node, new_graph
+from gelanc.ops import REGISTRY, OpDef, ShapeError
+
+MAX_NODES = 200_000  # far above any real network; stops a runaway spec early
+MAX_RANGE = 10_000
+MAX_DEPTH = 64
+
+
+# ---- run-time values ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    ref: Ref
+    shape: tuple  # channels known, spatial None
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockValue:
+    """A block or primitive op used as a value (GELAN's pluggable computational block)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Seq(dict):
+    """A name assigned by index (``m[i] = ...``): behaves as a list in expressions."""
+
+    def as_list(self, span: Span) -> list:
+        keys = sorted(self)
+        if keys != list(range(len(keys))):
+            missing = next(i for i in range(len(keys) + 1) if i not in self)
+            raise GelError(f"indexed name has no element {missing}", span)
+        return [self[k] for k in keys]
+
+
+def _type_name(v: Any) -> str:
+    if isinstance(v, Tensor):
+        return "tensor"
+    if isinstance(v, bool):
+        return "bool"
+    if v is None:
+        return "none"
+    if isinstance(v, BlockValue):
+        return "block"
+    if isinstance(v, (list, tuple, Seq)):
+        return "list"
+    return {int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
+
+
+_TYPE_OK = {
+    "tensor": lambda v: isinstance(v, Tensor),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "list": lambda v: isinstance(v, (list, tuple, Seq)),
+    "block": lambda v: isinstance(v, BlockValue),
+    "any": lambda v: True,
+}
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, Tensor):
+        return f"tensor ({v.channels} channels)"
+    return f"{_type_name(v)} {v!r}" if not isinstance(v, BlockValue) else f"block {v}"
+
+
+# ---- builtins -------------------------------------------------------------------
+
+
+def _num(v, span, what):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise GelError(f"{what} expects a number, got {_describe(v)}", span)
+    return v
+
+
+def _b_int(span, x):
+    return int(_num(x, span, "int()"))
+
+
+def _b_range(span, *a):
+    if not 1 <= len(a) <= 3 or not all(isinstance(x, int) and not isinstance(x, bool) for x in a):
+        raise GelError("range() takes one to three integers", span)
+    r = range(*a)
+    if len(r) > MAX_RANGE:
+        raise GelError(f"range of {len(r)} steps is too long (at most {MAX_RANGE})", span)
+    return list(r)
+
+
+def _b_channels(span, x):
+    if not isinstance(x, Tensor):
+        raise GelError(f"channels() expects a tensor, got {_describe(x)}", span)
+    return x.channels
+
+
+def _b_len(span, x):
+    if not isinstance(x, (list, tuple, Seq, str)):
+        raise GelError(f"len() expects a list, got {_describe(x)}", span)
+    return len(x)
+
+
+def _b_make_divisible(span, x, d):
+    # The reference's make_divisible: the smallest multiple of d not below x.
+    return math.ceil(_num(x, span, "make_divisible()") / _num(d, span, "make_divisible()")) * d
+
+
+def _numbers(span, name, a):
+    vals = a[0] if len(a) == 1 and isinstance(a[0], (list, tuple)) else a
+    if not vals:
+        raise GelError(f"{name}() of nothing", span)
+    return [_num(v, span, f"{name}()") for v in vals]
+
+
+BUILTINS = {
+    "int": _b_int,
+    "float": lambda span, x: float(_num(x, span, "float()")),
+    "round": lambda span, x: round(_num(x, span, "round()")),
+    "abs": lambda span, x: abs(_num(x, span, "abs()")),
+    "max": lambda span, *a: max(_numbers(span, "max", a)),
+    "min": lambda span, *a: min(_numbers(span, "min", a)),
+    "sum": lambda span, *a: sum(_numbers(span, "sum", a)),
+    "len": _b_len,
+    "range": _b_range,
+    "channels": _b_channels,
+    "make_divisible": _b_make_divisible,
+}
+
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+            ">": operator.gt, ">=": operator.ge}
+
+
+# ---- the interpreter --------------------------------------------------------------
+
+
+@dataclass
+class _Frame:
+    """One block instantiation: its variables and the scope names it has handed out."""
+
+    prefix: str
+    blocks: tuple  # ((scope, BlockName), ...) of this instance and its callers
+    vars: dict[str, tuple[Any, Span | None]] = field(default_factory=dict)
+    names: dict[str, Span] = field(default_factory=dict)
+    auto: dict[str, int] = field(default_factory=dict)
+    branch: str = "main"
+    sites: tuple = ()  # spans of the block calls that led here, outermost first
+    loop_vars: set[str] = field(default_factory=set)
+
+    def scope(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+
+class Lowerer:
+    def __init__(self, prog: Program):
+        self.prog = prog
+        self.g: nx.DiGraph | None = None
+        self.stack: list[str] = []
+
+    # ---- entry ----
+    def lower_model(self, name: str, overrides: dict[str, Any] | None = None) -> nx.DiGraph:
+        model = self.prog.models.get(name)
+        if model is None:
+            raise GelError(f"no model '{name}' in {self.prog.file}{suggest(name, self.prog.models)}")
+        paper: ast.Paper | None = None
+        kwargs = dict(overrides or {})
+        while isinstance(model, ast.ModelAlias):  # model a = b(k = v): b with other parameters
+            alias = model
+            if alias.args:
+                raise GelError("a model alias takes keyword arguments only", alias.args[0].span)
+            base = self.prog.models.get(alias.base)
+            if base is None or base is model:
+                raise GelError(f"unknown model '{alias.base}'{suggest(alias.base, self.prog.models)}", alias.span)
+            root = _Frame("", ())
+            for kw in alias.kwargs:
+                kwargs.setdefault(kw.name, self.eval(kw.value, root))
+            paper = paper or alias.paper
+            model = base
+        self.g = new_graph(name, {})
+        frame = _Frame("", ())
+        bound = self.bind(model, [], kwargs, frame, model.span, from_user=True)
+        self.g.graph["params"] = {k: v for k, v in bound.items() if not isinstance(v, (Tensor,))
+                                  and _type_name(v) in ("int", "float", "bool", "str", "none", "list", "block")}
+        self.g.graph["params"] = {k: (str(v) if isinstance(v, BlockValue) else v)
+                                  for k, v in self.g.graph["params"].items()}
+        frame.vars = {k: (v, None) for k, v in bound.items()}
+        result = self.run_body(model, frame)
+        outs = _flatten(result)
+        if not outs or not all(isinstance(t, Tensor) for t in outs):
+            raise GelError(f"model '{model.name}' must return tensors", model.span)
+        self.g.graph["outputs"] = [t.ref for t in outs]
+        for stmt in model.body:
+            if isinstance(stmt, ast.Paper):
+                paper = paper or stmt
+        if paper:
+            self.g.graph["paper"] = {kw.name: self.eval(kw.value, frame) for kw in paper.items}
+        self.g.graph["source"] = dict(self.prog.sources)
+        self.g.graph["file"] = self.prog.file
+        return self.g
+
+    # ---- blocks ----
+    def bind(self, d: ast.BlockDef, args: list, kwargs: dict, caller: _Frame, span: Span,
+             from_user: bool = False, arg_spans: list | None = None) -> dict[str, Any]:
+        kind = "model" if d.is_model else "block"
+        names = [p.name for p in d.params]
+        if len(args) > len(names):
+            raise GelError(f"{kind} {d.name} takes at most {len(names)} arguments, got {len(args)}", span)
+        bound: dict[str, Any] = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise GelError(f"{kind} {d.name} has no parameter '{k}'{suggest(k, names)}", span)
+            if k in bound:
+                raise GelError(f"argument '{k}' of {d.name} given twice", span)
+            bound[k] = v
+        scratch = _Frame("", ())
+        for p in d.params:
+            if p.name not in bound:
+                if p.default is None:
+                    raise GelError(f"missing argument '{p.name}' of {kind} {d.name}", span).with_note(
+                        p.span, "parameter declared here")
+                scratch.vars = {k: (v, None) for k, v in bound.items()}
+                bound[p.name] = self.eval(p.default, scratch)
+            v = bound[p.name]
+            if p.type and not _TYPE_OK[p.type](v):
+                i = names.index(p.name)
+                where = arg_spans[i] if arg_spans and i < len(arg_spans) else span
+                raise GelError(f"argument '{p.name}' of {d.name} must be {p.type}, got {_describe(v)}",
+                               where).with_note(p.span, "parameter declared here")
+        return bound
+
+    def call_block(self, d: ast.BlockDef, args, kwargs, caller: _Frame, name: str, span: Span,
+                   arg_spans) -> Any:
+        if d.name in self.stack:
+            chain = " → ".join([*self.stack[self.stack.index(d.name):], d.name])
+            raise GelError(f"recursive block {d.name} ({chain}): blocks cannot call themselves", span)
+        if len(self.stack) >= MAX_DEPTH:
+            raise GelError(f"blocks nested more than {MAX_DEPTH} deep", span)
+        bound = self.bind(d, args, kwargs, caller, span, arg_spans=arg_spans)
+        scope = caller.scope(name)
+        frame = _Frame(scope, (*caller.blocks, (scope, d.name)), branch=caller.branch,
+                       sites=(*caller.sites, span))
+        frame.vars = {k: (v, None) for k, v in bound.items()}
+        self.stack.append(d.name)
+        try:
+            return self.run_body(d, frame)
+        except GelError as e:
+            raise e.with_note(span, f"in block {d.name}, called from here") from None
+        finally:
+            self.stack.pop()
+
+    def run_body(self, d: ast.BlockDef, frame: _Frame) -> Any:
+        result = self.run(d.body, frame, top=True)
+        if result is _NO_RETURN:
+            raise GelError(f"{'model' if d.is_model else 'block'} {d.name} has no return statement", d.span)
+        return result
+
+    # ---- statements ----
+    def run(self, body: list[ast.Stmt], frame: _Frame, top: bool = False) -> Any:
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, ast.Return):
+                if not top:
+                    raise GelError("return must be the last statement of a block, not inside for or aux",
+                                   stmt.span)
+                if i != len(body) - 1 and not all(isinstance(s, ast.Paper) for s in body[i + 1:]):
+                    raise GelError("statement after return is never run", body[i + 1].span)
+                vals = [self.eval(v, frame) for v in stmt.values]
+                return vals[0] if len(vals) == 1 else tuple(vals)
+            if isinstance(stmt, ast.Assign):
+                self.assign(stmt, frame, body[i + 1:])
+            elif isinstance(stmt, ast.For):
+                self.run_for(stmt, frame)
+            elif isinstance(stmt, ast.Aux):
+                outer = frame.branch
+                frame.branch = "aux"
+                try:
+                    self.run(stmt.body, frame)
+                finally:
+                    frame.branch = outer
+            elif isinstance(stmt, ast.Paper):
+                if self.stack:
+                    raise GelError("paper figures belong in a model, not a block", stmt.span)
+        return _NO_RETURN
+
+    def run_for(self, stmt: ast.For, frame: _Frame) -> None:
+        items = self.eval(stmt.iterable, frame)
+        if isinstance(items, Seq):
+            items = items.as_list(stmt.iterable.span)
+        if not isinstance(items, (list, tuple)):
+            raise GelError(f"for loops run over a list or range(), got {_describe(items)}", stmt.iterable.span)
+        if stmt.var in frame.vars and stmt.var not in frame.loop_vars:
+            raise GelError(f"loop variable '{stmt.var}' hides a name defined earlier", stmt.span)
+        frame.loop_vars.add(stmt.var)
+        try:
+            for item in items:
+                frame.vars[stmt.var] = (item, stmt.span)
+                self.run(stmt.body, frame)
+        finally:
+            frame.vars.pop(stmt.var, None)
+            frame.loop_vars.discard(stmt.var)
+
+    def assign(self, stmt: ast.Assign, frame: _Frame, rest: list[ast.Stmt]) -> None:
+        targets = stmt.targets
+        name = None
+        if len(targets) == 1:
+            t = targets[0]
+            name = t.name if t.index is None else f"{t.name}.{self._index_key(t, frame)}"
+        value = self.eval(stmt.value, frame, name=name)
+        if len(targets) == 1:
+            self.bind_target(targets[0], value, frame, rest)
+            return
+        if isinstance(value, Seq):
+            value = value.as_list(stmt.value.span)
+        if not isinstance(value, (tuple, list)):
+            raise GelError(f"cannot unpack {_describe(value)} into {len(targets)} names", stmt.span)
+        if len(value) != len(targets):
+            raise GelError(f"cannot unpack {len(value)} values into {len(targets)} names", stmt.span)
+        for t, v in zip(targets, value):
+            self.bind_target(t, v, frame, rest)
+
+    def _index_key(self, t: ast.Target, frame: _Frame) -> int:
+        k = self.eval(t.index, frame)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise GelError(f"an indexed name takes a non-negative integer index, got {_describe(k)}", t.index.span)
+        return k
+
+    def bind_target(self, t: ast.Target, value: Any, frame: _Frame, rest: list[ast.Stmt]) -> None:
+        if t.name in BUILTINS or t.name in REGISTRY or t.name in self.prog.blocks:
+            kind = "a builtin" if t.name in BUILTINS else "an op" if t.name in REGISTRY else "a block"
+            raise GelError(f"'{t.name}' names {kind}; choose another name", t.span)
+        if t.index is None:
+            if t.name in frame.vars:
+                prev = frame.vars[t.name][1]
+                err = GelError(f"'{t.name}' is already defined; names are assigned once"
+                               + (" (inside a loop, assign to an indexed name such as "
+                                  f"{t.name}[i])" if frame.loop_vars else ""), t.span)
+                raise err.with_note(prev, "first defined here") if prev else err
+            frame.vars[t.name] = (value, t.span)
+            return
+        k = self._index_key(t, frame)
+        seq, where = frame.vars.get(t.name, (None, None))
+        if seq is None:
+            seq = Seq()
+            frame.vars[t.name] = (seq, t.span)
+        elif not isinstance(seq, Seq):
+            raise GelError(f"'{t.name}' is not an indexed name", t.span).with_note(where, "defined here")
+        if k in seq:
+            raise GelError(f"'{t.name}[{k}]' is already defined", t.span)
+        seq[k] = value
+
+    # ---- expressions ----
+    def eval(self, e: ast.Expr, frame: _Frame, name: str | None = None) -> Any:
+        if isinstance(e, ast.Literal):
+            return e.value
+        if isinstance(e, ast.Name):
+            return self.lookup(e.id, e.span, frame)
+        if isinstance(e, ast.Call):
+            return self.call(e, frame, name)
+        if isinstance(e, ast.BinOp):
+            return self.binop(e, frame)
+        if isinstance(e, ast.UnaryOp):
+            v = self.eval(e.operand, frame)
+            if e.op == "not":
+                return not self.truth(v, e.operand.span)
+            return -_num(v, e.span, "unary minus")
+        if isinstance(e, ast.Ternary):
+            cond = self.truth(self.eval(e.cond, frame), e.cond.span)
+            return self.eval(e.then if cond else e.other, frame, name)
+        if isinstance(e, ast.Index):
+            return self.index(self.eval(e.value, frame), self.eval(e.index, frame), e)
+        if isinstance(e, ast.ListExpr):
+            return [self.eval(x, frame) for x in e.items]
+        if isinstance(e, ast.Comprehension):
+            items = self.eval(e.iterable, frame)
+            if isinstance(items, Seq):
+                items = items.as_list(e.iterable.span)
+            if not isinstance(items, (list, tuple)):
+                raise GelError(f"a comprehension runs over a list, got {_describe(items)}", e.iterable.span)
+            if e.var in frame.vars:
+                raise GelError(f"comprehension variable '{e.var}' hides a name defined earlier", e.span)
+            out = []
+            try:
+                for item in items:
+                    frame.vars[e.var] = (item, e.span)
+                    out.append(self.eval(e.body, frame))
+            finally:
+                frame.vars.pop(e.var, None)
+            return out
+        raise AssertionError(f"unknown expression {e!r}")
+
+    def truth(self, v: Any, span: Span) -> bool:
+        if isinstance(v, Tensor):
+            raise GelError("a tensor has no truth value", span)
+        return bool(v)
+
+    def lookup(self, name: str, span: Span, frame: _Frame) -> Any:
+        if name in frame.vars:
+            return frame.vars[name][0]
+        if name in self.prog.blocks or name in REGISTRY:
+            return BlockValue(name)
+        known = [*frame.vars, *self.prog.blocks, *REGISTRY, *BUILTINS]
+        raise GelError(f"unknown name '{name}'{suggest(name, known)}", span)
+
+    def index(self, v: Any, k: Any, e: ast.Index) -> Any:
+        if isinstance(v, Seq):
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise GelError(f"index must be an integer, got {_describe(k)}", e.index.span)
+            kk = k if k >= 0 else len(v) + k
+            if kk not in v:
+                raise GelError(f"index {k} out of range (defined: {sorted(v)})", e.span)
+            return v[kk]
+        if isinstance(v, (list, tuple, str)):
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise GelError(f"index must be an integer, got {_describe(k)}", e.index.span)
+            if not -len(v) <= k < len(v):
+                raise GelError(f"index {k} out of range for {len(v)} values", e.span)
+            return v[k]
+        raise GelError(f"cannot index {_describe(v)}", e.span)
+
+    def binop(self, e: ast.BinOp, frame: _Frame) -> Any:
+        if e.op in ("and", "or"):
+            left = self.truth(self.eval(e.left, frame), e.left.span)
+            if (e.op == "and") != left:
+                return left
+            return self.truth(self.eval(e.right, frame), e.right.span)
+        a, b = self.eval(e.left, frame), self.eval(e.right, frame)
+        if e.op in _COMPARE:
+            if isinstance(a, Tensor) or isinstance(b, Tensor):
+                raise GelError("tensors cannot be compared", e.span)
+            if e.op in ("==", "!="):
+                return _COMPARE[e.op](a, b)
+            if _type_name(a) != _type_name(b) and not all(_TYPE_OK["float"](x) for x in (a, b)):
+                raise GelError(f"cannot compare {_describe(a)} with {_describe(b)}", e.span)
+            return _COMPARE[e.op](a, b)
+        if e.op == "+" and isinstance(a, Tensor) and isinstance(b, Tensor):
+            return self.emit("add", [a, b], {}, frame, None, e.span, [e.left.span, e.right.span])
+        if e.op == "+" and isinstance(a, list) and isinstance(b, list):
+            return a + b
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            raise GelError(f"operator {e.op} is not defined for tensors (only + adds them)", e.span)
+        a, b = _num(a, e.left.span, f"operator {e.op}"), _num(b, e.right.span, f"operator {e.op}")
+        if e.op in ("/", "//", "%") and b == 0:
+            raise GelError("division by zero", e.right.span)
+        if e.op == "**" and (abs(b) > 64 or abs(a) > 1e6):
+            raise GelError("exponent too large", e.span)
+        return _ARITH[e.op](a, b)
+
+    # ---- calls ----
+    def call(self, e: ast.Call, frame: _Frame, name: str | None) -> Any:
+        fspan = e.func_span or e.span
+        target = frame.vars[e.func][0] if e.func in frame.vars else None
+        if e.func in frame.vars and not isinstance(target, BlockValue):
+            raise GelError(f"'{e.func}' is {_describe(target)}, not a block", fspan)
+        func = target.name if isinstance(target, BlockValue) else e.func
+        args = [self.eval(a, frame) for a in e.args]
+        kwargs = {kw.name: self.eval(kw.value, frame) for kw in e.kwargs}
+        arg_spans = [a.span for a in e.args]
+        if func in BUILTINS and target is None:
+            if kwargs:
+                raise GelError(f"{func}() takes no keyword arguments", e.kwargs[0].span)
+            if e.label:
+                raise GelError(f"{func}() is evaluated, not a layer: it cannot be labelled", e.span)
+            try:
+                return BUILTINS[func](e.span, *args)
+            except TypeError:
+                raise GelError(f"wrong number of arguments to {func}()", e.span) from None
+        scope = self.name_call(e, frame, func, name)
+        if func in self.prog.blocks:
+            return self.call_block(self.prog.blocks[func], args, kwargs, frame, scope, e.span, arg_spans)
+        if func in REGISTRY:
+            return self.emit(func, args, kwargs, frame, scope, e.span, arg_spans)
+        if func in self.prog.models:
+            raise GelError(f"'{func}' is a model; models cannot be called from a block", fspan)
+        known = [*self.prog.blocks, *REGISTRY, *BUILTINS]
+        raise GelError(f"unknown block or op '{func}'{suggest(func, known)}", fspan)
+
+    def name_call(self, e: ast.Call, frame: _Frame, func: str, name: str | None) -> str:
+        if e.label:
+            chosen = e.label
+        elif name:
+            chosen = name
+        else:
+            n = frame.auto.get(func, 0)
+            frame.auto[func] = n + 1
+            chosen = func if n == 0 else f"{func}_{n}"
+            while chosen in frame.names:
+                n += 1
+                frame.auto[func] = n + 1
+                chosen = f"{func}_{n}"
+        if chosen in frame.names:
+            raise GelError(f"scope name '{chosen}' is used twice in this block", e.span).with_note(
+                frame.names[chosen], "first used here")
+        frame.names[chosen] = e.span
+        return chosen
+
+    def emit(self, op: str, args: list, kwargs: dict, frame: _Frame, name: str | None, span: Span,
+             arg_spans: list[Span]) -> Any:
+        """Add one primitive op node; returns its output tensor(s)."""
+        d: OpDef = REGISTRY[op]
+        lo, hi = d.arity
+        inputs: list[Tensor] = []
+        rest = list(args)
+        rest_spans = list(arg_spans)
+        while rest and (hi is None or len(inputs) < hi) and _is_tensors(rest[0]):
+            inputs += _flatten(rest.pop(0))
+            rest_spans.pop(0)
+        if len(inputs) < lo or (hi is not None and len(inputs) > hi):
+            want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+            raise GelError(f"{op} takes {want} tensor input{'s' if want != '1' else ''}, got {len(inputs)}", span)
+        fields = list(d.attrs.model_fields)
+        if len(rest) > len(fields):
+            bad = rest[len(fields)]
+            raise GelError(f"{op} takes {len(fields)} argument{'s' if len(fields) != 1 else ''} after its "
+                           f"tensor input{'s' if lo != 1 else ''}, got {len(rest)} (extra: {_describe(bad)})",
+                           rest_spans[len(fields)] if len(rest_spans) > len(fields) else span)
+        raw = dict(zip(fields, rest))
+        field_spans = dict(zip(fields, rest_spans))
+        for k, v in kwargs.items():
+            if k not in fields:
+                raise GelError(f"{op} has no argument '{k}'{suggest(k, fields)}"
+                               + (f" (it takes: {', '.join(fields)})" if fields else " (it takes none)"), span)
+            if k in raw:
+                raise GelError(f"argument '{k}' of {op} given twice", span)
+            raw[k] = v
+        for k, v in raw.items():
+            if isinstance(v, Tensor):
+                raise GelError(f"{op}: argument '{k}' must be {_annotation(d, k)}, got a tensor",
+                               field_spans.get(k, span))
+            if isinstance(v, (list, Seq)):
+                raw[k] = tuple(v.as_list(span) if isinstance(v, Seq) else v)
+            if isinstance(v, BlockValue):
+                raw[k] = str(v)
+        try:
+            attrs = d.attrs(**raw)
+        except ValidationError as ve:
+            err = ve.errors()[0]
+            k = str(err["loc"][0]) if err["loc"] else ""
+            got = raw.get(k)
+            raise GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
+                           f"(got {_describe(got)})", field_spans.get(k, span)) from None
+        for t in inputs:
+            src = self.g.nodes[t.ref.node]["branch"]
+            if frame.branch == "main" and src == "aux":
+                raise GelError(f"main-branch {op} reads '{t.ref.node}', which is on the aux branch: "
+                               "the auxiliary branch may only feed itself (it is removed for deploy)", span)
+        try:
+            shapes = d.shape(attrs, [t.shape for t in inputs])
+        except ShapeError as se:
+            where = arg_spans[se.arg] if se.arg is not None and se.arg < len(arg_spans) and \
+                len(inputs) == len(arg_spans[: len(inputs)]) else span
+            raise GelError(f"{op}: {se}", where) from None
+        if self.g.number_of_nodes() >= MAX_NODES:
+            raise GelError(f"the network grew past {MAX_NODES} nodes", span)
+        nid = frame.scope(name) if name else frame.scope(op)
+        add_node(self.g, nid, op, attrs, [t.ref for t in inputs], span=span, branch=frame.branch,
+                 blocks=frame.blocks, sites=frame.sites, channels=shapes)
+        outs = tuple(Tensor(Ref(nid, i), s) for i, s in enumerate(shapes))
+        return outs if d.multi_output else outs[0]
+
+
+_NO_RETURN = object()
+
+
+def _is_tensors(v: Any) -> bool:
+    if isinstance(v, Tensor):
+        return True
+    if isinstance(v, (list, tuple, Seq)):
+        items = list(v.values()) if isinstance(v, Seq) else v
+        return bool(items) and all(_is_tensors(x) for x in items)
+    return False
+
+
+def _flatten(v: Any) -> list:
+    if isinstance(v, Seq):
+        v = [v[k] for k in sorted(v)]
+    if isinstance(v, (list, tuple)):
+        return [t for x in v for t in _flatten(x)]
+    return [v]
+
+
+def _annotation(d: OpDef, k: str) -> str:
+    f = d.attrs.model_fields[k]
+    return getattr(f.annotation, "__name__", str(f.annotation))
+
+
+def lower(prog: Program, model: str | None = None, **params: Any) -> nx.DiGraph:
+    """Lower one model of a program (the file's first model by default) to IR."""
+    if model is None:
+        if not prog.own_models:
+            raise GelError(f"{prog.file} defines no model")
+        model = prog.own_models[0]
+    return Lowerer(prog).lower_model(model, params)

@@ -1,0 +1,77 @@
+"""Deploy transforms: the inference graph, as the reference's re-parameterisation makes it.
+
+* :func:`strip_aux` removes PGI's auxiliary branch and its half of the dual head;
+* :func:`fold_bn` folds each BatchNorm into the convolution that feeds it;
+* :func:`merge_parallel_convs` merges RepConvN's parallel 3×3 and 1×1 convolutions
+  of one input into a single 3×3 (RepVGG's re-parameterisation).
+
+They match patterns in the graph, not block names, so any spec that has the
+pattern is transformed. Each returns a new graph; a folded node keeps the id of the
+convolution it grew from and lists what it absorbed in ``origin``, which is what
+a weight-carrying compiler needs to fold the tensors the same way.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from gelanc.ir.graph import Ref, consumers, inputs, replace_uses, topo_order
+
+
+def strip_aux(g: nx.DiGraph) -> nx.DiGraph:
+    out = g.copy()
+    out.remove_nodes_from([n for n, b in g.nodes(data="branch") if b == "aux"])
+    out.graph["outputs"] = [r for r in g.graph["outputs"] if r.node in out]
+    return out
+
+
+def _sole_reader(g: nx.DiGraph, ref: Ref, reader: str) -> bool:
+    return ref.out == 0 and [v for v, _ in consumers(g, ref)] == [reader] and ref not in g.graph["outputs"]
+
+
+def _absorb(g: nx.DiGraph, keep: str, gone: str) -> None:
+    g.nodes[keep]["origin"] = (*g.nodes[keep].get("origin", (g.nodes[keep]["scope"],)),
+                               *g.nodes[gone].get("origin", (g.nodes[gone]["scope"],)))
+
+
+def fold_bn(g: nx.DiGraph) -> nx.DiGraph:
+    out = g.copy()
+    for n in topo_order(g):
+        if out.nodes[n]["op"] != "batchnorm":
+            continue
+        (src,) = inputs(out, n)
+        if out.nodes[src.node]["op"] != "conv2d" or not _sole_reader(out, src, n):
+            continue
+        conv = out.nodes[src.node]
+        conv["attrs"] = conv["attrs"].model_copy(update={"bias": True})
+        _absorb(out, src.node, n)
+        replace_uses(out, Ref(n), src)
+        out.remove_node(n)
+    return out
+
+
+def merge_parallel_convs(g: nx.DiGraph) -> nx.DiGraph:
+    out = g.copy()
+    for n in topo_order(g):
+        if out.nodes[n]["op"] != "add":
+            continue
+        ins = inputs(out, n)
+        if len(ins) != 2 or not all(out.nodes[r.node]["op"] == "conv2d" and _sole_reader(out, r, n) for r in ins):
+            continue
+        (a, b) = sorted(ins, key=lambda r: -out.nodes[r.node]["attrs"].k)
+        ka, kb = out.nodes[a.node]["attrs"], out.nodes[b.node]["attrs"]
+        same = (inputs(out, a.node) == inputs(out, b.node) and ka.s == kb.s and ka.groups == kb.groups
+                and ka.c2 == kb.c2 and ka.dilation == kb.dilation == 1)
+        if not (same and ka.k == 3 and ka.padding == 1 and kb.k == 1 and kb.padding == 0):
+            continue
+        out.nodes[a.node]["attrs"] = ka.model_copy(update={"bias": ka.bias or kb.bias})
+        _absorb(out, a.node, b.node)
+        _absorb(out, a.node, n)
+        replace_uses(out, Ref(n), a)
+        out.remove_nodes_from([n, b.node])
+    return out
+
+
+def deploy(g: nx.DiGraph) -> nx.DiGraph:
+    """The inference graph: aux branch removed, BN folded, RepConvN merged."""
+    return merge_parallel_convs(fold_bn(strip_aux(g)))

@@ -1,0 +1,101 @@
+"""Shape inference: every node's output shapes, for one input size or for none.
+
+With ``size=None`` only channels are inferred (H and W stay ``None``): this is the
+check that lowering already made, re-run on an IR that may have been edited or
+loaded. With ``size=(H, W)`` every spatial size is computed, after checking that
+the size is a multiple of the network's largest stride.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from gelanc.diagnostics import GelError
+from gelanc.ir.graph import inputs, topo_order
+from gelanc.ops import REGISTRY, Shape, ShapeError
+
+Shapes = dict[str, list[Shape]]
+
+# A probe size divisible by every stride a real network has (2^12 · 3 · 5).
+_PROBE = 61440
+
+
+def where(g: nx.DiGraph, node: str) -> GelError:
+    """An error located at a node, with the chain of block calls that produced it."""
+    d = g.nodes[node]
+    err = GelError("", d.get("span"))
+    for site, (scope, block) in zip(reversed(d.get("sites", ())), reversed(d.get("blocks", ()))):
+        err.with_note(site, f"in block {block} ('{scope}'), called from here")
+    return err
+
+
+def fail(g: nx.DiGraph, node: str, message: str) -> GelError:
+    err = where(g, node)
+    err.message = message
+    return err
+
+
+def infer(g: nx.DiGraph, size: tuple[int, int] | None = None) -> Shapes:
+    """Output shapes of every node; raises a located :class:`GelError` on a mismatch."""
+    if size is not None:
+        check_size(g, size)
+    shapes: Shapes = {}
+    for n in topo_order(g):
+        d = g.nodes[n]
+        op = REGISTRY[d["op"]]
+        if d["op"] == "input":
+            c = d["attrs"].channels
+            shapes[n] = [(c, *size) if size else (c, None, None)]
+            continue
+        ins = [shapes[r.node][r.out] for r in inputs(g, n)]
+        try:
+            shapes[n] = op.shape(d["attrs"], ins)
+        except ShapeError as e:
+            raise fail(g, n, f"{d['op']}: {e}") from None
+    return shapes
+
+
+def strides(g: nx.DiGraph) -> dict[str, int]:
+    """Each feature map's stride relative to the input (largest over its outputs)."""
+    shapes = infer(g, None)  # channel check first, so a bad spec fails here cleanly
+    del shapes
+    probe = _infer_unchecked(g, (_PROBE, _PROBE))
+    out = {}
+    for n, outs in probe.items():
+        maps = [s for s in outs if len(s) == 3]
+        if maps:
+            out[n] = max(_PROBE // min(s[1], s[2]) for s in maps)
+    return out
+
+
+def _infer_unchecked(g: nx.DiGraph, size: tuple[int, int]) -> Shapes:
+    shapes: Shapes = {}
+    for n in topo_order(g):
+        d = g.nodes[n]
+        if d["op"] == "input":
+            shapes[n] = [(d["attrs"].channels, *size)]
+            continue
+        try:
+            shapes[n] = REGISTRY[d["op"]].shape(d["attrs"], [shapes[r.node][r.out] for r in inputs(g, n)])
+        except ShapeError as e:
+            raise fail(g, n, f"{d['op']}: {e}") from None
+    return shapes
+
+
+def max_stride(g: nx.DiGraph) -> tuple[int, str]:
+    st = strides(g)
+    node = max(st, key=lambda n: (st[n], -list(g.nodes).index(n)))
+    return st[node], node
+
+
+def check_size(g: nx.DiGraph, size: tuple[int, int]) -> None:
+    h, w = size
+    src = next((n for n, op in g.nodes(data="op") if op == "input"), None)
+    if h <= 0 or w <= 0:
+        raise fail(g, src, f"input size {h}×{w} must be positive") if src else GelError("bad input size")
+    s, node = max_stride(g)
+    if h % s or w % s:
+        near = f"{max(s, round(h / s) * s)}×{max(s, round(w / s) * s)}"
+        raise fail(g, src, f"input size {h}×{w} is not a multiple of the network's largest stride, {s} "
+                           f"(reached at '{node}'); try {near}")
+
