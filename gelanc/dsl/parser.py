@@ -26,7 +26,9 @@ _TERMINALS = {
 
 @functools.cache
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # lark keeps the built LALR tables in a cache file, so the CLI starts fast
+    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True,
+                cache=True)
 
 
 def _span(file: str, meta) -> Span:

@@ -65,8 +65,9 @@ def connect(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
 
 def inputs(g: nx.DiGraph, nid: str) -> list[Ref]:
     """``nid``'s inputs in argument order."""
-    args = [(pos, Ref(u, out)) for u, _, uses in g.in_edges(nid, data="uses") for pos, out in uses]
-    return [r for _, r in sorted(args, key=lambda t: t[0])]
+    args = [(pos, u, out) for u, d in g._pred[nid].items() for pos, out in d["uses"]]
+    args.sort()
+    return [Ref(u, out) for _, u, out in args]
 
 
 def consumers(g: nx.DiGraph, ref: Ref) -> list[tuple[str, int]]:
@@ -83,8 +84,12 @@ def replace_uses(g: nx.DiGraph, old: Ref, new: Ref) -> None:
 
 
 def topo_order(g: nx.DiGraph) -> list[str]:
-    """A deterministic topological order (ties broken by insertion order)."""
-    index = {n: i for i, n in enumerate(g.nodes)}
+    """A deterministic topological order: insertion order when that is one (lowering
+    adds a node after its inputs, and the passes keep that), else a sort."""
+    order = list(g)
+    index = {n: i for i, n in enumerate(order)}
+    if all(index[u] < index[v] for u, v in g.edges):
+        return order
     return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
 
 

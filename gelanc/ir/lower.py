@@ -563,14 +563,18 @@ class Lowerer:
                 raw[k] = tuple(v.as_list(span) if isinstance(v, Seq) else v)
             if isinstance(v, BlockValue):
                 raw[k] = str(v)
+        key = (op, tuple(sorted(raw.items())))
         try:
-            attrs = d.attrs(**raw)
+            attrs = _ATTRS.get(key) or _ATTRS.setdefault(key, d.attrs(**raw))
+        except TypeError:  # an unhashable value: validate it uncached
+            attrs = None
         except ValidationError as ve:
-            err = ve.errors()[0]
-            k = str(err["loc"][0]) if err["loc"] else ""
-            got = raw.get(k)
-            raise GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
-                           f"(got {_describe(got)})", field_spans.get(k, span)) from None
+            raise self._attr_error(op, d, ve, raw, field_spans, span) from None
+        if attrs is None:
+            try:
+                attrs = d.attrs(**raw)
+            except ValidationError as ve:
+                raise self._attr_error(op, d, ve, raw, field_spans, span) from None
         for t in inputs:
             src = self.g.nodes[t.ref.node]["branch"]
             if frame.branch == "main" and src == "aux":
@@ -609,6 +613,20 @@ def _flatten(v: Any) -> list:
     if isinstance(v, (list, tuple)):
         return [t for x in v for t in _flatten(x)]
     return [v]
+
+
+    @staticmethod
+    def _attr_error(op, d, ve: ValidationError, raw, field_spans, span) -> GelError:
+        err = ve.errors()[0]
+        k = str(err["loc"][0]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            return GelError(f"{op} has no argument '{k}'", span)
+        return GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
+                        f"(got {_describe(raw.get(k))})", field_spans.get(k, span))
+
+
+# Validated attributes are immutable, so equal arguments share one instance.
+_ATTRS: dict[tuple, Any] = {}
 
 
 def _annotation(d: OpDef, k: str) -> str:

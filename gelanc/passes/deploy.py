@@ -19,9 +19,12 @@ from gelanc.ir.graph import Ref, consumers, inputs, replace_uses, topo_order
 
 
 def strip_aux(g: nx.DiGraph) -> nx.DiGraph:
-    out = g.copy()
-    out.remove_nodes_from([n for n, b in g.nodes(data="branch") if b == "aux"])
-    out.graph["outputs"] = [r for r in g.graph["outputs"] if r.node in out]
+    return _strip_aux(g.copy())
+
+
+def _strip_aux(out: nx.DiGraph) -> nx.DiGraph:
+    out.remove_nodes_from([n for n, b in out.nodes(data="branch") if b == "aux"])
+    out.graph["outputs"] = [r for r in out.graph["outputs"] if r.node in out]
     return out
 
 
@@ -35,8 +38,11 @@ def _absorb(g: nx.DiGraph, keep: str, gone: str) -> None:
 
 
 def fold_bn(g: nx.DiGraph) -> nx.DiGraph:
-    out = g.copy()
-    for n in topo_order(g):
+    return _fold_bn(g.copy())
+
+
+def _fold_bn(out: nx.DiGraph) -> nx.DiGraph:
+    for n in topo_order(out):
         if out.nodes[n]["op"] != "batchnorm":
             continue
         (src,) = inputs(out, n)
@@ -51,8 +57,11 @@ def fold_bn(g: nx.DiGraph) -> nx.DiGraph:
 
 
 def merge_parallel_convs(g: nx.DiGraph) -> nx.DiGraph:
-    out = g.copy()
-    for n in topo_order(g):
+    return _merge_parallel_convs(g.copy())
+
+
+def _merge_parallel_convs(out: nx.DiGraph) -> nx.DiGraph:
+    for n in topo_order(out):
         if out.nodes[n]["op"] != "add":
             continue
         ins = inputs(out, n)
@@ -74,4 +83,4 @@ def merge_parallel_convs(g: nx.DiGraph) -> nx.DiGraph:
 
 def deploy(g: nx.DiGraph) -> nx.DiGraph:
     """The inference graph: aux branch removed, BN folded, RepConvN merged."""
-    return merge_parallel_convs(fold_bn(strip_aux(g)))
+    return _merge_parallel_convs(_fold_bn(_strip_aux(g.copy())))  # one copy, edited in place

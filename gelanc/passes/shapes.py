@@ -35,9 +35,13 @@ def fail(g: nx.DiGraph, node: str, message: str) -> GelError:
     return err
 
 
-def infer(g: nx.DiGraph, size: tuple[int, int] | None = None) -> Shapes:
-    """Output shapes of every node; raises a located :class:`GelError` on a mismatch."""
-    if size is not None:
+def infer(g: nx.DiGraph, size: tuple[int, int] | None = None, check_stride: bool = True) -> Shapes:
+    """Output shapes of every node; raises a located :class:`GelError` on a mismatch.
+
+    ``check_stride=False`` skips the check that ``size`` is a multiple of the largest
+    stride, for a graph derived from one already checked (deploy transforms never
+    add a stride)."""
+    if size is not None and check_stride:
         check_size(g, size)
     shapes: Shapes = {}
     for n in topo_order(g):
@@ -57,8 +61,6 @@ def infer(g: nx.DiGraph, size: tuple[int, int] | None = None) -> Shapes:
 
 def strides(g: nx.DiGraph) -> dict[str, int]:
     """Each feature map's stride relative to the input (largest over its outputs)."""
-    shapes = infer(g, None)  # channel check first, so a bad spec fails here cleanly
-    del shapes
     probe = _infer_unchecked(g, (_PROBE, _PROBE))
     out = {}
     for n, outs in probe.items():
@@ -84,8 +86,8 @@ def _infer_unchecked(g: nx.DiGraph, size: tuple[int, int]) -> Shapes:
 
 def max_stride(g: nx.DiGraph) -> tuple[int, str]:
     st = strides(g)
-    node = max(st, key=lambda n: (st[n], -list(g.nodes).index(n)))
-    return st[node], node
+    best = max(st.values())
+    return best, next(n for n, v in st.items() if v == best)  # the first node to reach it
 
 
 def check_size(g: nx.DiGraph, size: tuple[int, int]) -> None:

@@ -40,11 +40,8 @@ def validate(g: nx.DiGraph) -> None:
             if src.get("branch") == "aux" and d.get("branch") == "main":
                 raise fail(g, n, f"main-branch node '{n}' reads aux-branch node '{r.node}': the auxiliary "
                                  "branch may only feed itself (it is removed for deploy)")
-    try:
+    if not nx.is_directed_acyclic_graph(g):
         cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
         path = " → ".join([u for u, _ in cycle] + [cycle[0][0]])
         raise fail(g, cycle[0][0], f"cycle in the graph: {path}")
     outs = g.graph.get("outputs", [])
