@@ -246,6 +246,12 @@ class Lowerer:
             if k in bound:
                 raise GelError(f"argument '{k}' of {d.name} given twice", span)
             bound[k] = v
+        if from_user:  # --set cb=RepNCSP: a block's name given as text
+            for p in d.params:
+                v = bound.get(p.name)
+                if p.type in ("block", "any", None) and isinstance(v, str) and (
+                        v in self.prog.blocks or v in REGISTRY):
+                    bound[p.name] = BlockValue(v)
         scratch = _Frame("", ())
         for p in d.params:
             if p.name not in bound:
