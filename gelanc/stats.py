@@ -88,7 +88,8 @@ def top_blocks(g: nx.DiGraph, report: Report) -> dict[str, tuple[str, Cost, str]
     rows: dict[str, tuple[str, Cost, str]] = {}
     for n, d in g.nodes(data=True):
         scope, block = d["blocks"][0] if d.get("blocks") else (n, d["op"])
-        if scope not in rows:
-            rows[scope] = (block, Cost(), d["branch"])
-        rows[scope][1].__iadd__(report.nodes[n])
+        block_, cost, branch = rows.get(scope, (block, Cost(), d["branch"]))
+        cost += report.nodes[n]
+        # a block with nodes on both branches (PGI's dual head) is "both"
+        rows[scope] = (block_, cost, branch if branch == d["branch"] else "both")
     return rows
