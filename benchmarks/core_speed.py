@@ -46,7 +46,7 @@ def main(repeat: int = 5) -> None:
     help_ = [run([sys.executable, "-m", "gelanc", "--help"]) for _ in range(repeat)]
     check = [run([sys.executable, "-m", "gelanc", "check", "specs/gelan-c.gel"]) for _ in range(repeat)]
     med = statistics.median
-    print("| measure | median of %d (s) |" % repeat)
+    print(f"| measure | median of {repeat} (s) |")
     print("|---|---|")
     print(f"| import gelanc.stats | {med(imports):.3f} |")
     print(f"| all ten zoo specs: parse → lower → validate → shapes → counts (train + deploy) | {med(zoo):.3f} |")
