@@ -1,6 +1,6 @@
 """The IR: a ``networkx.DiGraph`` of primitive op instances.
 
-A node's id is its scope path (``elan3.cv2.0.m.1.cv1.conv``), unique in the graph.
+A node's id is its scope path (``elan3.cv2.0.m.1.cv1.conv1.conv``), unique in the graph.
 Its data:
 
 ``op``      registry key (:data:`gelanc.ops.REGISTRY`)

@@ -96,6 +96,8 @@ _TYPE_OK = {
 def _describe(v: Any) -> str:
     if isinstance(v, Tensor):
         return f"tensor ({v.channels} channels)"
+    if isinstance(v, (list, tuple, Seq)) and any(isinstance(x, Tensor) for x in _flatten(v)):
+        return f"list of {len(_flatten(v))} values with tensors"
     return f"{_type_name(v)} {v!r}" if not isinstance(v, BlockValue) else f"block {v}"
 
 
@@ -109,7 +111,10 @@ def _num(v, span, what):
 
 
 def _b_int(span, x):
-    return int(_num(x, span, "int()"))
+    x = _num(x, span, "int()")
+    if not math.isfinite(x):
+        raise GelError(f"int() of {x}", span)
+    return int(x)
 
 
 def _b_range(span, *a):
@@ -135,7 +140,10 @@ def _b_len(span, x):
 
 def _b_make_divisible(span, x, d):
     # The reference's make_divisible: the smallest multiple of d not below x.
-    return math.ceil(_num(x, span, "make_divisible()") / _num(d, span, "make_divisible()")) * d
+    x, d = _num(x, span, "make_divisible()"), _num(d, span, "make_divisible()")
+    if d <= 0 or not math.isfinite(x):
+        raise GelError(f"make_divisible({x}, {d}): the divisor must be positive", span)
+    return math.ceil(x / d) * d
 
 
 def _numbers(span, name, a):
@@ -190,6 +198,10 @@ class Lowerer:
         self.prog = prog
         self.g: nx.DiGraph | None = None
         self.stack: list[str] = []
+        for d in prog.blocks.values():  # a block may not hide a primitive op or a builtin
+            if d.name in REGISTRY or d.name in BUILTINS:
+                kind = "primitive op" if d.name in REGISTRY else "builtin"
+                raise GelError(f"block '{d.name}' has the name of a {kind}; choose another name", d.span)
 
     # ---- entry ----
     def lower_model(self, name: str, overrides: dict[str, Any] | None = None) -> nx.DiGraph:
@@ -198,13 +210,18 @@ class Lowerer:
             raise GelError(f"no model '{name}' in {self.prog.file}{suggest(name, self.prog.models)}")
         paper: ast.Paper | None = None
         kwargs = dict(overrides or {})
+        seen = {name}
         while isinstance(model, ast.ModelAlias):  # model a = b(k = v): b with other parameters
             alias = model
             if alias.args:
                 raise GelError("a model alias takes keyword arguments only", alias.args[0].span)
             base = self.prog.models.get(alias.base)
-            if base is None or base is model:
+            if alias.base in seen:
+                raise GelError(f"model alias '{alias.name}' refers back to '{alias.base}': aliases cannot "
+                               "form a cycle", alias.span)
+            if base is None:
                 raise GelError(f"unknown model '{alias.base}'{suggest(alias.base, self.prog.models)}", alias.span)
+            seen.add(alias.base)
             root = _Frame("", ())
             for kw in alias.kwargs:
                 kwargs.setdefault(kw.name, self.eval(kw.value, root))
@@ -223,9 +240,11 @@ class Lowerer:
         if not outs or not all(isinstance(t, Tensor) for t in outs):
             raise GelError(f"model '{model.name}' must return tensors", model.span)
         self.g.graph["outputs"] = [t.ref for t in outs]
-        for stmt in model.body:
-            if isinstance(stmt, ast.Paper):
-                paper = paper or stmt
+        papers = [stmt for stmt in model.body if isinstance(stmt, ast.Paper)]
+        if len(papers) > 1:
+            raise GelError("a model has one paper { } clause", papers[1].span).with_note(
+                papers[0].span, "the first is here")
+        paper = paper or (papers[0] if papers else None)
         if paper:
             self.g.graph["paper"] = {kw.name: self.eval(kw.value, frame) for kw in paper.items}
         self.g.graph["source"] = dict(self.prog.sources)
@@ -233,8 +252,10 @@ class Lowerer:
         return self.g
 
     # ---- blocks ----
-    def bind(self, d: ast.BlockDef, args: list, kwargs: dict, caller: _Frame, span: Span,
+    def bind(self, d: ast.BlockDef, args: list, kwargs: dict, callee: _Frame, span: Span,
              from_user: bool = False, arg_spans: list | None = None) -> dict[str, Any]:
+        """Match arguments to ``d``'s parameters; defaults are evaluated in ``callee``, the
+        new frame, so they may use earlier parameters (and any op they call is scoped there)."""
         kind = "model" if d.is_model else "block"
         names = [p.name for p in d.params]
         if len(args) > len(names):
@@ -252,14 +273,14 @@ class Lowerer:
                 if p.type in ("block", "any", None) and isinstance(v, str) and (
                         v in self.prog.blocks or v in REGISTRY):
                     bound[p.name] = BlockValue(v)
-        scratch = _Frame("", ())
         for p in d.params:
             if p.name not in bound:
                 if p.default is None:
                     raise GelError(f"missing argument '{p.name}' of {kind} {d.name}", span).with_note(
                         p.span, "parameter declared here")
-                scratch.vars = {k: (v, None) for k, v in bound.items()}
-                bound[p.name] = self.eval(p.default, scratch)
+                earlier = names[:names.index(p.name)]
+                callee.vars = {k: (v, None) for k, v in bound.items() if k in earlier}
+                bound[p.name] = self.eval(p.default, callee)
             v = bound[p.name]
             if p.type and not _TYPE_OK[p.type](v):
                 i = names.index(p.name)
@@ -275,13 +296,13 @@ class Lowerer:
             raise GelError(f"recursive block {d.name} ({chain}): blocks cannot call themselves", span)
         if len(self.stack) >= MAX_DEPTH:
             raise GelError(f"blocks nested more than {MAX_DEPTH} deep", span)
-        bound = self.bind(d, args, kwargs, caller, span, arg_spans=arg_spans)
         scope = caller.scope(name)
         frame = _Frame(scope, (*caller.blocks, (scope, d.name)), branch=caller.branch,
                        sites=(*caller.sites, span))
-        frame.vars = {k: (v, None) for k, v in bound.items()}
         self.stack.append(d.name)
         try:
+            bound = self.bind(d, args, kwargs, frame, span, arg_spans=arg_spans)
+            frame.vars = {k: (v, None) for k, v in bound.items()}
             return self.run_body(d, frame)
         except GelError as e:
             raise e.with_note(span, f"in block {d.name}, called from here") from None
@@ -319,6 +340,9 @@ class Lowerer:
             elif isinstance(stmt, ast.Paper):
                 if self.stack:
                     raise GelError("paper figures belong in a model, not a block", stmt.span)
+                if not top:
+                    raise GelError("paper figures belong at the top level of a model, not inside for or aux",
+                                   stmt.span)
         return _NO_RETURN
 
     def run_for(self, stmt: ast.For, frame: _Frame) -> None:
@@ -327,8 +351,9 @@ class Lowerer:
             items = items.as_list(stmt.iterable.span)
         if not isinstance(items, (list, tuple)):
             raise GelError(f"for loops run over a list or range(), got {_describe(items)}", stmt.iterable.span)
-        if stmt.var in frame.vars and stmt.var not in frame.loop_vars:
-            raise GelError(f"loop variable '{stmt.var}' hides a name defined earlier", stmt.span)
+        if stmt.var in frame.vars:
+            raise GelError(f"loop variable '{stmt.var}' hides a name defined earlier"
+                           + (" (an enclosing loop's)" if stmt.var in frame.loop_vars else ""), stmt.span)
         frame.loop_vars.add(stmt.var)
         try:
             for item in items:
@@ -340,6 +365,12 @@ class Lowerer:
 
     def assign(self, stmt: ast.Assign, frame: _Frame, rest: list[ast.Stmt]) -> None:
         targets = stmt.targets
+        for t in targets:
+            if t.index is None and t.name in frame.vars and frame.vars[t.name][1] is not None:
+                raise GelError(f"'{t.name}' is already defined; names are assigned once"
+                               + (" (inside a loop, assign to an indexed name such as "
+                                  f"{t.name}[i])" if frame.loop_vars else ""), t.span).with_note(
+                    frame.vars[t.name][1], "first defined here")
         name = None
         if len(targets) == 1:
             t = targets[0]
@@ -396,7 +427,7 @@ class Lowerer:
         if isinstance(e, ast.Call):
             return self.call(e, frame, name)
         if isinstance(e, ast.BinOp):
-            return self.binop(e, frame)
+            return self.binop(e, frame, name)
         if isinstance(e, ast.UnaryOp):
             v = self.eval(e.operand, frame)
             if e.op == "not":
@@ -456,7 +487,7 @@ class Lowerer:
             return v[k]
         raise GelError(f"cannot index {_describe(v)}", e.span)
 
-    def binop(self, e: ast.BinOp, frame: _Frame) -> Any:
+    def binop(self, e: ast.BinOp, frame: _Frame, name: str | None = None) -> Any:
         if e.op in ("and", "or"):
             left = self.truth(self.eval(e.left, frame), e.left.span)
             if (e.op == "and") != left:
@@ -472,7 +503,8 @@ class Lowerer:
                 raise GelError(f"cannot compare {_describe(a)} with {_describe(b)}", e.span)
             return _COMPARE[e.op](a, b)
         if e.op == "+" and isinstance(a, Tensor) and isinstance(b, Tensor):
-            return self.emit("add", [a, b], {}, frame, None, e.span, [e.left.span, e.right.span])
+            scope = self.claim(frame, name, "add", e.span)
+            return self.emit("add", [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
         if e.op == "+" and isinstance(a, list) and isinstance(b, list):
             return a + b
         if isinstance(a, Tensor) or isinstance(b, Tensor):
@@ -514,28 +546,29 @@ class Lowerer:
         raise GelError(f"unknown block or op '{func}'{suggest(func, known)}", fspan)
 
     def name_call(self, e: ast.Call, frame: _Frame, func: str, name: str | None) -> str:
-        if e.label:
-            chosen = e.label
-        elif name:
-            chosen = name
-        else:
+        return self.claim(frame, e.label or name, func, e.span)
+
+    @staticmethod
+    def claim(frame: _Frame, chosen: str | None, func: str, span: Span) -> str:
+        """Reserve a scope name in ``frame``: the one given, or ``func``, ``func_1``, ..."""
+        if chosen is None:
             n = frame.auto.get(func, 0)
-            frame.auto[func] = n + 1
             chosen = func if n == 0 else f"{func}_{n}"
             while chosen in frame.names:
                 n += 1
-                frame.auto[func] = n + 1
                 chosen = f"{func}_{n}"
+            frame.auto[func] = n + 1
         if chosen in frame.names:
-            raise GelError(f"scope name '{chosen}' is used twice in this block", e.span).with_note(
+            raise GelError(f"scope name '{chosen}' is used twice in this block", span).with_note(
                 frame.names[chosen], "first used here")
-        frame.names[chosen] = e.span
+        frame.names[chosen] = span
         return chosen
 
     def emit(self, op: str, args: list, kwargs: dict, frame: _Frame, name: str | None, span: Span,
              arg_spans: list[Span]) -> Any:
         """Add one primitive op node; returns its output tensor(s)."""
         d: OpDef = REGISTRY[op]
+        args = [a.as_list(span) if isinstance(a, Seq) else a for a in args]
         lo, hi = d.arity
         inputs: list[Tensor] = []
         rest = list(args)
@@ -575,12 +608,12 @@ class Lowerer:
         except TypeError:  # an unhashable value: validate it uncached
             attrs = None
         except ValidationError as ve:
-            raise self._attr_error(op, d, ve, raw, field_spans, span) from None
+            raise _attr_error(op, ve, raw, field_spans, span) from None
         if attrs is None:
             try:
                 attrs = d.attrs(**raw)
             except ValidationError as ve:
-                raise self._attr_error(op, d, ve, raw, field_spans, span) from None
+                raise _attr_error(op, ve, raw, field_spans, span) from None
         for t in inputs:
             src = self.g.nodes[t.ref.node]["branch"]
             if frame.branch == "main" and src == "aux":
@@ -621,14 +654,13 @@ def _flatten(v: Any) -> list:
     return [v]
 
 
-    @staticmethod
-    def _attr_error(op, d, ve: ValidationError, raw, field_spans, span) -> GelError:
-        err = ve.errors()[0]
-        k = str(err["loc"][0]) if err["loc"] else ""
-        if err["type"] == "extra_forbidden":
-            return GelError(f"{op} has no argument '{k}'", span)
-        return GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
-                        f"(got {_describe(raw.get(k))})", field_spans.get(k, span))
+def _attr_error(op, ve: ValidationError, raw, field_spans, span) -> GelError:
+    err = ve.errors()[0]
+    k = str(err["loc"][0]) if err["loc"] else ""
+    if err["type"] == "missing":
+        return GelError(f"{op}: missing argument '{k}'", span)
+    return GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
+                    f"(got {_describe(raw.get(k))})", field_spans.get(k, span))
 
 
 # Validated attributes are immutable, so equal arguments share one instance.

@@ -95,7 +95,11 @@ def check_size(g: nx.DiGraph, size: tuple[int, int]) -> None:
     src = next((n for n, op in g.nodes(data="op") if op == "input"), None)
     if h <= 0 or w <= 0:
         raise fail(g, src, f"input size {h}×{w} must be positive") if src else GelError("bad input size")
-    s, node = max_stride(g)
+    try:
+        s, node = max_stride(g)
+    except GelError:
+        _infer_unchecked(g, size)  # a mismatch that does not depend on the size: say it at this size
+        raise
     if h % s or w % s:
         near = f"{max(s, round(h / s) * s)}×{max(s, round(w / s) * s)}"
         raise fail(g, src, f"input size {h}×{w} is not a multiple of the network's largest stride, {s} "
