@@ -82,7 +82,7 @@ class SourceCache:
             except OSError:
                 return None
             self._texts[name] = text
-        lines = text.splitlines()
+        lines = text.split("\n")  # lark counts lines by \n alone
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else None
 
 
@@ -93,14 +93,16 @@ def _quote(span: Span, sources: SourceCache) -> list[str]:
     text = sources.line(span.file, span.line)
     if text is None:
         return []
-    text = text.expandtabs(4).rstrip("\n")
+    raw = text.rstrip("\r\n")
+    start = len(raw[: span.column - 1].expandtabs(4))  # the caret's column once tabs are expanded
+    text = raw.expandtabs(4)
     width = 1
     if span.end_line == span.line and span.end_column and span.end_column > span.column:
-        width = span.end_column - span.column
-    width = max(1, min(width, len(text) - span.column + 1))
+        width = len(raw[: span.end_column - 1].expandtabs(4)) - start
+    width = max(1, min(width, len(text) - start))
     gutter = f"{span.line:>5} | "
     pad = " " * (len(gutter) - 2) + "| "
-    return [gutter + text, pad + " " * (span.column - 1) + "^" + "~" * (width - 1)]
+    return [gutter + text, pad + " " * start + "^" + "~" * (width - 1)]
 
 
 def render(err: GelError, sources: SourceCache = SOURCES) -> str:

@@ -67,8 +67,11 @@ def _read(path: Path) -> tuple[str, ast.Module]:
 def _resolve(imp: ast.Import, importer: Path | None) -> Path:
     candidates = ([importer.parent / imp.path] if importer else []) + [library_root() / imp.path]
     for c in candidates:
-        if c.is_file():
-            return c
+        try:
+            if c.is_file():
+                return c
+        except OSError:  # a name too long for the file system, say
+            continue
     raise GelError(f"cannot find imported file '{imp.path}' (looked in "
                    f"{', '.join(str(c.parent) for c in candidates)})", imp.span)
 

@@ -13,6 +13,11 @@ from gelanc.dsl import ast
 
 GRAMMAR = Path(__file__).with_name("gel.lark")
 
+# Words the grammar gives a meaning; most are only reserved where they can appear,
+# so they are also refused as names to keep specs unambiguous to a reader.
+KEYWORDS = frozenset({"import", "block", "model", "for", "in", "aux", "return", "paper", "if", "else",
+                      "and", "or", "not", "true", "false", "none", "as"})
+
 # Friendly names for the grammar's terminals in "expected ..." messages.
 _TERMINALS = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
@@ -52,6 +57,8 @@ class _ToAst(Transformer):
     # ---- literals and names ----
     @v_args(meta=True)
     def int_lit(self, meta, c):
+        if len(c[0]) > 100:
+            raise GelError(f"integer literal of {len(c[0])} digits is too long", self._s(meta))
         return ast.Literal(self._s(meta), int(c[0]))
 
     @v_args(meta=True)
@@ -155,9 +162,14 @@ class _ToAst(Transformer):
         return pos, kws
 
     # ---- statements ----
+    def _name(self, tok, meta) -> str:
+        if str(tok) in KEYWORDS:
+            raise GelError(f"'{tok}' is a keyword and cannot be a name", _tok_span(self.file, tok))
+        return str(tok)
+
     @v_args(meta=True)
     def target(self, meta, c):
-        return ast.Target(str(c[0]), c[1], self._s(meta))
+        return ast.Target(self._name(c[0], meta), c[1], self._s(meta))
 
     @v_args(meta=True)
     def assign(self, meta, c):
@@ -189,14 +201,14 @@ class _ToAst(Transformer):
     # ---- definitions ----
     @v_args(meta=True)
     def param(self, meta, c):
-        return ast.Param(str(c[0]), str(c[1]) if c[1] is not None else None, c[2], self._s(meta))
+        return ast.Param(self._name(c[0], meta), str(c[1]) if c[1] is not None else None, c[2], self._s(meta))
 
     def params(self, c):
         return c
 
     @v_args(meta=True)
     def block_def(self, meta, c):
-        return ast.BlockDef(str(c[0]), c[1] or [], c[2], self._s(meta))
+        return ast.BlockDef(self._name(c[0], meta), c[1] or [], c[2], self._s(meta))
 
     @v_args(meta=True)
     def model_def(self, meta, c):
@@ -233,14 +245,15 @@ def _describe(tok: Token) -> str:
 def _syntax_error(e: UnexpectedInput, file: str, text: str) -> GelError:
     line, col = getattr(e, "line", -1), getattr(e, "column", -1)
     if isinstance(e, UnexpectedEOF) or line in (-1, None):
-        lines = text.splitlines() or [""]
+        lines = text.split("\n") or [""]
         line, col = len(lines), len(lines[-1]) + 1
         return GelError("unexpected end of file", Span(file, line, col))
     expected = sorted(getattr(e, "expected", None) or getattr(e, "allowed", None) or [])
     names = sorted({_TERMINALS.get(t, f"'{t.lower()}'" if t.isupper() else f"'{t}'") for t in expected})
     want = f"; expected {', '.join(names[:8])}{', …' if len(names) > 8 else ''}" if names else ""
     if isinstance(e, UnexpectedCharacters):
-        ch = text.splitlines()[line - 1][col - 1 : col] if line <= len(text.splitlines()) else "?"
+        lines = text.split("\n")
+        ch = lines[line - 1][col - 1 : col] if line <= len(lines) else "?"
         return GelError(f"unexpected character {ch!r}{want}", Span(file, line, col))
     assert isinstance(e, UnexpectedToken)
     tok = e.token
@@ -255,11 +268,14 @@ def parse(text: str, file: str = "<string>") -> ast.Module:
     SOURCES.add(file, text)
     try:
         tree = _lark().parse(text)
+        return _ToAst(file).transform(tree)
     except UnexpectedInput as e:
         raise _syntax_error(e, file, text) from None
-    try:
-        return _ToAst(file).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, GelError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise GelError("expression nested too deeply", Span(file, 1, 1)) from None
         raise
+    except RecursionError:
+        raise GelError("expression nested too deeply", Span(file, 1, 1)) from None

@@ -22,15 +22,14 @@ with), ``outputs`` (a list of :class:`Ref`), ``paper`` (the paper's figures),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import networkx as nx
 
 from gelanc.ops import REGISTRY
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
+class Ref(NamedTuple):
     """One output of one node."""
 
     node: str
@@ -48,7 +47,7 @@ def add_node(g: nx.DiGraph, nid: str, op: str, attrs, inputs: list[Ref], **data)
     """Add op node ``nid`` reading ``inputs`` in order; returns ``nid``."""
     assert nid not in g, f"duplicate node id {nid}"
     g.add_node(nid, op=op, attrs=attrs, scope=data.pop("scope", nid), **data)
-    connect(g, nid, inputs)
+    _wire(g, nid, inputs)
     return nid
 
 
@@ -56,6 +55,10 @@ def connect(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
     """(Re)wire ``nid``'s ordered inputs."""
     for u in list(g.predecessors(nid)):
         g.remove_edge(u, nid)
+    _wire(g, nid, inputs)
+
+
+def _wire(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
     for pos, ref in enumerate(inputs):
         if g.has_edge(ref.node, nid):
             g.edges[ref.node, nid]["uses"] += ((pos, ref.out),)
@@ -72,14 +75,24 @@ def inputs(g: nx.DiGraph, nid: str) -> list[Ref]:
 
 def consumers(g: nx.DiGraph, ref: Ref) -> list[tuple[str, int]]:
     """Every (node, argument position) that reads ``ref``."""
-    return [(v, pos) for v, uses in ((v, d["uses"]) for _, v, d in g.out_edges(ref.node, data=True))
-            for pos, out in uses if out == ref.out]
+    return [(v, pos) for v, d in g._succ[ref.node].items() for pos, out in d["uses"] if out == ref.out]
 
 
 def replace_uses(g: nx.DiGraph, old: Ref, new: Ref) -> None:
     """Make every reader of ``old`` read ``new`` instead (outputs included)."""
-    for v in {v for v, _ in consumers(g, old)}:
-        connect(g, v, [new if r == old else r for r in inputs(g, v)])
+    for v, d in list(g._succ[old.node].items()):
+        moved = tuple((pos, new.out) for pos, out in d["uses"] if out == old.out)
+        if not moved:
+            continue
+        keep = tuple(u for u in d["uses"] if u[1] != old.out)
+        if keep:
+            d["uses"] = keep
+        else:
+            g.remove_edge(old.node, v)
+        if g.has_edge(new.node, v):
+            g.edges[new.node, v]["uses"] += moved
+        else:
+            g.add_edge(new.node, v, uses=moved)
     g.graph["outputs"] = [new if r == old else r for r in g.graph["outputs"]]
 
 

@@ -36,10 +36,17 @@ MAX_DEPTH = 64
 # ---- run-time values ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Tensor:
-    ref: Ref
-    shape: tuple  # channels known, spatial None
+    """A value that is one output of one IR node (a plain class: made for every op)."""
+
+    __slots__ = ("ref", "shape")
+
+    def __init__(self, ref: Ref, shape: tuple):
+        self.ref = ref
+        self.shape = shape  # channels known, spatial None
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.ref}, {self.shape})"
 
     @property
     def channels(self) -> int:
@@ -98,6 +105,8 @@ def _describe(v: Any) -> str:
         return f"tensor ({v.channels} channels)"
     if isinstance(v, (list, tuple, Seq)) and any(isinstance(x, Tensor) for x in _flatten(v)):
         return f"list of {len(_flatten(v))} values with tensors"
+    if v is None:
+        return "none"
     return f"{_type_name(v)} {v!r}" if not isinstance(v, BlockValue) else f"block {v}"
 
 
@@ -120,6 +129,8 @@ def _b_int(span, x):
 def _b_range(span, *a):
     if not 1 <= len(a) <= 3 or not all(isinstance(x, int) and not isinstance(x, bool) for x in a):
         raise GelError("range() takes one to three integers", span)
+    if len(a) == 3 and a[2] == 0:
+        raise GelError("range() step must not be zero", span)
     r = range(*a)
     if len(r) > MAX_RANGE:
         raise GelError(f"range of {len(r)} steps is too long (at most {MAX_RANGE})", span)
@@ -273,14 +284,14 @@ class Lowerer:
                 if p.type in ("block", "any", None) and isinstance(v, str) and (
                         v in self.prog.blocks or v in REGISTRY):
                     bound[p.name] = BlockValue(v)
+        callee.vars = {}  # grows parameter by parameter: a default sees the earlier ones
         for p in d.params:
             if p.name not in bound:
                 if p.default is None:
                     raise GelError(f"missing argument '{p.name}' of {kind} {d.name}", span).with_note(
                         p.span, "parameter declared here")
-                earlier = names[:names.index(p.name)]
-                callee.vars = {k: (v, None) for k, v in bound.items() if k in earlier}
                 bound[p.name] = self.eval(p.default, callee)
+            callee.vars[p.name] = (bound[p.name], None)
             v = bound[p.name]
             if p.type and not _TYPE_OK[p.type](v):
                 i = names.index(p.name)
@@ -317,6 +328,12 @@ class Lowerer:
 
     # ---- statements ----
     def run(self, body: list[ast.Stmt], frame: _Frame, top: bool = False) -> Any:
+        try:
+            return self._run(body, frame, top)
+        except RecursionError:
+            raise GelError("expression nested too deeply", body[0].span if body else None) from None
+
+    def _run(self, body: list[ast.Stmt], frame: _Frame, top: bool) -> Any:
         for i, stmt in enumerate(body):
             if isinstance(stmt, ast.Return):
                 if not top:
@@ -499,9 +516,12 @@ class Lowerer:
                 raise GelError("tensors cannot be compared", e.span)
             if e.op in ("==", "!="):
                 return _COMPARE[e.op](a, b)
-            if _type_name(a) != _type_name(b) and not all(_TYPE_OK["float"](x) for x in (a, b)):
-                raise GelError(f"cannot compare {_describe(a)} with {_describe(b)}", e.span)
-            return _COMPARE[e.op](a, b)
+            try:
+                if _type_name(a) != _type_name(b) and not all(_TYPE_OK["float"](x) for x in (a, b)):
+                    raise TypeError
+                return _COMPARE[e.op](a, b)
+            except TypeError:
+                raise GelError(f"cannot compare {_describe(a)} with {_describe(b)}", e.span) from None
         if e.op == "+" and isinstance(a, Tensor) and isinstance(b, Tensor):
             scope = self.claim(frame, name, "add", e.span)
             return self.emit("add", [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
@@ -512,9 +532,17 @@ class Lowerer:
         a, b = _num(a, e.left.span, f"operator {e.op}"), _num(b, e.right.span, f"operator {e.op}")
         if e.op in ("/", "//", "%") and b == 0:
             raise GelError("division by zero", e.right.span)
+        if e.op == "**" and a == 0 and b < 0:
+            raise GelError("division by zero (zero to a negative power)", e.span)
         if e.op == "**" and (abs(b) > 64 or abs(a) > 1e6):
             raise GelError("exponent too large", e.span)
-        return _ARITH[e.op](a, b)
+        try:
+            out = _ARITH[e.op](a, b)
+        except OverflowError:
+            raise GelError(f"operator {e.op}: the result is too large", e.span) from None
+        if isinstance(out, complex):
+            raise GelError(f"operator {e.op}: the result is not a real number", e.span)
+        return out
 
     # ---- calls ----
     def call(self, e: ast.Call, frame: _Frame, name: str | None) -> Any:
@@ -571,11 +599,14 @@ class Lowerer:
         args = [a.as_list(span) if isinstance(a, Seq) else a for a in args]
         lo, hi = d.arity
         inputs: list[Tensor] = []
+        input_spans: list[Span] = []  # for each input, the argument it came from
         rest = list(args)
         rest_spans = list(arg_spans)
         while rest and (hi is None or len(inputs) < hi) and _is_tensors(rest[0]):
-            inputs += _flatten(rest.pop(0))
-            rest_spans.pop(0)
+            got = _flatten(rest.pop(0))
+            inputs += got
+            where = rest_spans.pop(0) if rest_spans else span
+            input_spans += [where] * len(got)
         if len(inputs) < lo or (hi is not None and len(inputs) > hi):
             want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             raise GelError(f"{op} takes {want} tensor input{'s' if want != '1' else ''}, got {len(inputs)}", span)
@@ -622,16 +653,16 @@ class Lowerer:
         try:
             shapes = d.shape(attrs, [t.shape for t in inputs])
         except ShapeError as se:
-            where = arg_spans[se.arg] if se.arg is not None and se.arg < len(arg_spans) and \
-                len(inputs) == len(arg_spans[: len(inputs)]) else span
+            where = input_spans[se.arg] if se.arg is not None and se.arg < len(input_spans) else span
             raise GelError(f"{op}: {se}", where) from None
         if self.g.number_of_nodes() >= MAX_NODES:
             raise GelError(f"the network grew past {MAX_NODES} nodes", span)
         nid = frame.scope(name) if name else frame.scope(op)
         add_node(self.g, nid, op, attrs, [t.ref for t in inputs], span=span, branch=frame.branch,
                  blocks=frame.blocks, sites=frame.sites, channels=shapes)
-        outs = tuple(Tensor(Ref(nid, i), s) for i, s in enumerate(shapes))
-        return outs if d.multi_output else outs[0]
+        if not d.multi_output:
+            return Tensor(Ref(nid, 0), shapes[0])
+        return tuple([Tensor(Ref(nid, i), s) for i, s in enumerate(shapes)])
 
 
 _NO_RETURN = object()

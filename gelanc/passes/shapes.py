@@ -84,6 +84,28 @@ def _infer_unchecked(g: nx.DiGraph, size: tuple[int, int]) -> Shapes:
     return shapes
 
 
+def check_spatial(g: nx.DiGraph, size: tuple[int, int] = (640, 640)) -> None:
+    """Spatial agreement for every input size at once (add, concat, … of maps of
+    different strides); a failure is reported as it happens at ``size``."""
+    try:
+        record_max_stride(g)
+    except GelError:
+        try:
+            _infer_unchecked(g, size)
+        except GelError as e:
+            e.message += f" (at input size {size[0]}×{size[1]})"
+            raise
+        raise
+
+
+def record_max_stride(g: nx.DiGraph) -> tuple[int, str]:
+    """Compute the largest stride and keep it as ``g.graph["max_stride"]``: validation
+    does this, so the size check of every later shape inference is free (the deploy
+    passes never change a stride, and their copies keep the record)."""
+    g.graph["max_stride"] = max_stride(g)
+    return g.graph["max_stride"]
+
+
 def max_stride(g: nx.DiGraph) -> tuple[int, str]:
     st = strides(g)
     best = max(st.values())
@@ -96,7 +118,7 @@ def check_size(g: nx.DiGraph, size: tuple[int, int]) -> None:
     if h <= 0 or w <= 0:
         raise fail(g, src, f"input size {h}×{w} must be positive") if src else GelError("bad input size")
     try:
-        s, node = max_stride(g)
+        s, node = g.graph.get("max_stride") or max_stride(g)
     except GelError:
         _infer_unchecked(g, size)  # a mismatch that does not depend on the size: say it at this size
         raise

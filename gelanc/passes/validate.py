@@ -56,10 +56,11 @@ def validate(g: nx.DiGraph) -> None:
     if dead:
         raise dead_code(g, dead)
     shapes.infer(g, None)
+    shapes.check_spatial(g)
 
 
 def _positions(g: nx.DiGraph, n: str):
-    return [(pos, out) for _, _, uses in g.in_edges(n, data="uses") for pos, out in uses]
+    return [(pos, out) for d in g._pred[n].values() for pos, out in d["uses"]]
 
 
 def dead_code(g: nx.DiGraph, dead: list[str]) -> GelError:
