@@ -362,15 +362,22 @@ class Lowerer:
                                    stmt.span)
         return _NO_RETURN
 
-    def run_for(self, stmt: ast.For, frame: _Frame) -> None:
-        items = self.eval(stmt.iterable, frame)
+    def iterate(self, var: str, iterable: ast.Expr, frame: _Frame, what: str, span: Span) -> list:
+        """The items a loop or comprehension runs over, once its variable is known to be free."""
+        items = self.eval(iterable, frame)
         if isinstance(items, Seq):
-            items = items.as_list(stmt.iterable.span)
+            items = items.as_list(iterable.span)
         if not isinstance(items, (list, tuple)):
-            raise GelError(f"for loops run over a list or range(), got {_describe(items)}", stmt.iterable.span)
-        if stmt.var in frame.vars:
-            raise GelError(f"loop variable '{stmt.var}' hides a name defined earlier"
-                           + (" (an enclosing loop's)" if stmt.var in frame.loop_vars else ""), stmt.span)
+            raise GelError(f"{what} run{'s' if what[0] == 'a' else ''} over a list or range(), "
+                           f"got {_describe(items)}", iterable.span)
+        if var in frame.vars:
+            raise GelError(f"{'loop' if what == 'for loops' else 'comprehension'} variable '{var}' hides a "
+                           "name defined earlier"
+                           + (" (an enclosing loop's)" if var in frame.loop_vars else ""), span)
+        return items
+
+    def run_for(self, stmt: ast.For, frame: _Frame) -> None:
+        items = self.iterate(stmt.var, stmt.iterable, frame, "for loops", stmt.span)
         frame.loop_vars.add(stmt.var)
         try:
             for item in items:
@@ -458,13 +465,7 @@ class Lowerer:
         if isinstance(e, ast.ListExpr):
             return [self.eval(x, frame) for x in e.items]
         if isinstance(e, ast.Comprehension):
-            items = self.eval(e.iterable, frame)
-            if isinstance(items, Seq):
-                items = items.as_list(e.iterable.span)
-            if not isinstance(items, (list, tuple)):
-                raise GelError(f"a comprehension runs over a list, got {_describe(items)}", e.iterable.span)
-            if e.var in frame.vars:
-                raise GelError(f"comprehension variable '{e.var}' hides a name defined earlier", e.span)
+            items = self.iterate(e.var, e.iterable, frame, "a comprehension", e.span)
             out = []
             try:
                 for item in items:
