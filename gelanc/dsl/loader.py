@@ -43,6 +43,9 @@ class Program:
     models: dict[str, ast.BlockDef | ast.ModelAlias] = field(default_factory=dict)
     own_models: list[str] = field(default_factory=list)  # models defined in `file` itself
     sources: dict[str, str] = field(default_factory=dict)  # file name → text
+    # importing file → {import path as written → file name}: with `sources`, enough to
+    # rebuild the program without the files (a checkpoint embeds both)
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 _CACHE: dict[tuple[str, float], tuple[str, ast.Module]] = {}
@@ -84,31 +87,50 @@ def load(path: str | Path) -> Program:
         text, mod = _read(path)
     except UnicodeDecodeError as e:
         raise GelError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return _link(mod, text, path)
+    return _link(mod, text, path, _from_disk)
 
 
 def load_text(text: str, name: str = "<string>") -> Program:
-    return _link(parse(text, name), text, None)
+    return _link(parse(text, name), text, None, _from_disk)
 
 
-def _link(root: ast.Module, text: str, path: Path | None) -> Program:
+def load_embedded(sources: dict[str, str], links: dict[str, dict[str, str]], root: str) -> Program:
+    """Rebuild a program from the texts a checkpoint embeds, touching no file."""
+    def resolve(imp: ast.Import, where: str):
+        name = links.get(where, {}).get(imp.path)
+        if name not in sources:
+            raise GelError(f"the embedded sources lack the file imported as '{imp.path}'", imp.span)
+        return name, sources[name], parse(sources[name], name)
+
+    if root not in sources:
+        raise GelError(f"the embedded sources lack the spec '{root}'")
+    return _link(parse(sources[root], root), sources[root], root, resolve)
+
+
+def _from_disk(imp: ast.Import, where: Path | None):
+    target = _resolve(imp, where)
+    try:
+        text, mod = _read(target)
+    except UnicodeDecodeError:
+        raise GelError(f"imported file '{imp.path}' is not UTF-8 text", imp.span) from None
+    return target, text, mod
+
+
+def _link(root: ast.Module, text: str, where, resolve) -> Program:
+    """Resolve ``root``'s imports (depth first, each file once) into one namespace."""
     prog = Program(root.file, sources={root.file: text})
-    seen: set[str] = set()
+    seen: set[str] = {root.file}
     origin: dict[str, Span] = {}
 
-    def visit(mod: ast.Module, where: Path | None) -> None:
+    def visit(mod: ast.Module, where) -> None:
         for imp in mod.imports:
-            target = _resolve(imp, where)
-            key = str(target.resolve())
-            if key in seen:
+            sub_where, sub_text, sub = resolve(imp, where)
+            prog.links.setdefault(mod.file, {})[imp.path] = sub.file
+            if sub.file in seen:
                 continue  # imported twice, or an import cycle: each file counts once
-            seen.add(key)
-            try:
-                sub_text, sub = _read(target)
-            except UnicodeDecodeError:
-                raise GelError(f"imported file '{imp.path}' is not UTF-8 text", imp.span) from None
+            seen.add(sub.file)
             prog.sources[sub.file] = sub_text
-            visit(sub, target)
+            visit(sub, sub_where)
         for d in [*mod.blocks, *mod.models]:
             table = prog.blocks if isinstance(d, ast.BlockDef) and not d.is_model else prog.models
             if d.name in prog.blocks or d.name in prog.models:
@@ -117,9 +139,7 @@ def _link(root: ast.Module, text: str, path: Path | None) -> Program:
             table[d.name] = d
             origin[d.name] = d.span
 
-    if path is not None:
-        seen.add(str(path.resolve()))
-    visit(root, path)
+    visit(root, where)
     prog.own_models = [m.name for m in root.models]
     return prog
 

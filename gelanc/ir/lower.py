@@ -259,6 +259,7 @@ class Lowerer:
         if paper:
             self.g.graph["paper"] = {kw.name: self.eval(kw.value, frame) for kw in paper.items}
         self.g.graph["source"] = dict(self.prog.sources)
+        self.g.graph["links"] = {k: dict(v) for k, v in self.prog.links.items()}
         self.g.graph["file"] = self.prog.file
         return self.g
 

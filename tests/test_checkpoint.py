@@ -1,0 +1,67 @@
+"""Checkpoints: embedded source, weights_only loading, atomic writes."""
+
+import os
+
+import pytest
+import torch
+
+import gelanc
+from gelanc.checkpoint import CheckpointError, read
+from gelanc.dsl.loader import library_root
+
+SPECS = library_root() / "specs"
+
+
+@torch.no_grad()
+def test_round_trip_train_and_deploy(tmp_path, monkeypatch):
+    m = gelanc.compile(SPECS / "yolov9-t.gel", nc=7)
+    for p in m.parameters():
+        p.add_(torch.randn_like(p) * 0.01)
+    d = gelanc.deploy(m)
+    gelanc.save(m, tmp_path / "train.pt")
+    gelanc.save(d, tmp_path / "deploy.pt")
+    monkeypatch.chdir(tmp_path)  # the spec files are not needed: the source is embedded
+    x = torch.rand(1, 3, 64, 64)
+    for ref, path in ((m, "train.pt"), (d, "deploy.pt")):
+        back = gelanc.load(tmp_path / path).eval()
+        assert torch.equal(back(x)[0], ref.eval()(x)[0])
+    meta = read(tmp_path / "deploy.pt")["meta"]
+    assert meta["params"] == {"nc": 7} and meta["deployed"] is True
+    assert "block DualDDetect" in "".join(meta["sources"].values())
+
+
+def test_loading_never_runs_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "gelanc-checkpoint", "x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        gelanc.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError):
+        gelanc.load(tmp_path / "junk.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a gelanc checkpoint"):
+        gelanc.load(tmp_path / "other.pt")
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    m = gelanc.compile(SPECS / "gelan-t.gel")
+    target = tmp_path / "out.pt"
+    gelanc.save(m, target)
+    before = target.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        gelanc.save(m, target)
+    assert target.read_bytes() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]  # no temporary left
