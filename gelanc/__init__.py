@@ -21,9 +21,9 @@ def compile(spec, model: str | None = None, **params):  # noqa: A001 - the API's
     ``params`` override the model's parameters (``nc=20``); ``model`` picks one model
     of a file that defines several. Raises :class:`gelanc.diagnostics.GelError` on a
     bad spec."""
-    from gelanc.torch_fx import source_of, to_fx
     from gelanc.ir.lower import lower
     from gelanc.passes.validate import validate
+    from gelanc.torch_fx import source_of, to_fx
 
     g = lower(source_of(spec), model, **params)
     validate(g)

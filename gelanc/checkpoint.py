@@ -94,10 +94,10 @@ def read(path: str | Path) -> dict:
 
 def load(path: str | Path) -> fx.GraphModule:
     """Rebuild the module from the embedded source and load its weights."""
-    from gelanc.torch_fx import deploy_module, to_fx
     from gelanc.dsl.loader import load_embedded
     from gelanc.ir.lower import lower
     from gelanc.passes.validate import validate
+    from gelanc.torch_fx import deploy_module, to_fx
 
     ckpt = read(path)
     try:
