@@ -1,0 +1,117 @@
+"""Export a compiled module: ONNX (checked with onnxruntime), TorchScript, torch.export.
+
+What is exported is the inference function ``images → predictions``: the module in
+eval mode, its decoded output ``(B, 4 + nc, anchors)``. Every file is written to a
+temporary name beside the target and renamed into place once it has been checked,
+so a failure leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import fx, nn
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "pt2": ".pt2"}
+
+
+class Predictions(nn.Module):
+    """images → decoded predictions; the raw maps are left out of the exported graph."""
+
+    def __init__(self, model: fx.GraphModule):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)[0]
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> float:
+    """Largest difference as a fraction of the output's scale."""
+    a, b = a.float(), b.float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) if b.numel() else 0.0
+
+
+def export(model: fx.GraphModule, fmt: str, path: str | Path, imgsz: tuple[int, int] = (640, 640),
+           dynamic: bool = False, half: bool = False, tolerance: float | None = None) -> dict:
+    """Write ``model`` in ``fmt`` to ``path`` and check the file reproduces PyTorch.
+
+    Returns a report: the path, the format, the input shape, and ``max_rel_error``,
+    the largest difference to PyTorch's output as a fraction of its scale."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
+    path = Path(path)
+    net = Predictions(model).eval()
+    dtype = torch.float16 if half else torch.float32
+    net = net.to(dtype)
+    # a batch of 2 when dynamic, so that no exporter specialises the batch size to 1
+    x = torch.rand(2 if dynamic else 1, 3, *imgsz, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():
+        expected = net(x)
+    tol = tolerance if tolerance is not None else (1e-2 if half else 1e-4)
+    writer = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}[fmt]
+    got: dict = {}
+
+    def write(tmp: Path) -> None:
+        got["output"] = writer(net, x, tmp, dynamic)
+
+    _atomic(path, write)
+    err = _close(got["output"], expected, tol)
+    if err > tol:
+        path.unlink(missing_ok=True)
+        raise RuntimeError(f"the exported {fmt} file differs from PyTorch by {err:.2e} of the output's scale "
+                           f"(allowed {tol:.0e}); nothing was kept")
+    return {"path": str(path), "format": fmt, "input": list(x.shape), "dtype": str(dtype).replace("torch.", ""),
+            "dynamic": dynamic, "output": list(expected.shape), "max_rel_error": err}
+
+
+def _onnx(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Tensor:
+    import onnx
+    import onnxruntime as ort
+
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "predictions": {0: "batch", 2: "anchors"}}
+    # fp16: the dynamo exporter (the TorchScript one cannot trace half precision on CPU)
+    torch.onnx.export(net, (x,), str(tmp), input_names=["images"], output_names=["predictions"],
+                      opset_version=18 if x.dtype == torch.float16 else 17,
+                      dynamic_axes=axes if dynamic else None, dynamo=x.dtype == torch.float16,
+                      **({"external_data": False} if x.dtype == torch.float16 else {}))
+    onnx.checker.check_model(str(tmp))
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+
+
+def _torchscript(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Tensor:
+    scripted = torch.jit.trace(net, (x,), check_trace=False)
+    scripted.save(str(tmp))
+    with torch.no_grad():
+        return torch.jit.load(str(tmp))(x)
+
+
+def _pt2(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Tensor:
+    shapes = None
+    if dynamic:
+        d = torch.export.Dim
+        # sizes stay multiples of 32 (the largest stride): H = 32·h, W = 32·w
+        shapes = {"images": {0: d("batch", min=1, max=1024), 2: 32 * d("h", min=1, max=128),
+                             3: 32 * d("w", min=1, max=128)}}
+    program = torch.export.export(net, (x,), dynamic_shapes=shapes)
+    torch.export.save(program, str(tmp))
+    with torch.no_grad():
+        return torch.export.load(str(tmp)).module()(x)
