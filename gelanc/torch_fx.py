@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 import operator
+import queue
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,9 +60,11 @@ class Detect(nn.Module):
     def __init__(self, nc: int, reg_max: int, strides: list[float]):
         super().__init__()
         self.nc, self.reg_max, self.strides = nc, reg_max, list(strides)
-        self.conv = nn.Conv2d(reg_max, 1, 1, bias=False).requires_grad_(False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.arange(reg_max, dtype=torch.float).view(1, reg_max, 1, 1))
+        # made on "meta" and given its fixed weights: no draw from the random generator,
+        # which the weight-drawing thread is using at the same time (see _Builder.build)
+        self.conv = nn.Conv2d(reg_max, 1, 1, bias=False, device="meta")
+        self.conv.weight = nn.Parameter(torch.arange(reg_max, dtype=torch.float).view(1, reg_max, 1, 1),
+                                        requires_grad=False)
 
     def forward(self, *maps: torch.Tensor):
         maps = list(maps)
@@ -106,7 +110,12 @@ def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 def _conv(b, n, a, xs, shapes):
     c1 = shapes[0][0]
-    m = nn.Conv2d(c1, a.c2, a.k, a.s, a.padding, a.dilation, a.groups, a.bias)
+    # created uninitialised: to_fx draws the initial weights in a background thread
+    m = nn.Conv2d(c1, a.c2, a.k, a.s, a.padding, a.dilation, a.groups, a.bias, device="meta")
+    m.weight = nn.Parameter(torch.empty(m.weight.shape))
+    if a.bias:
+        m.bias = nn.Parameter(torch.empty(a.c2))
+    b.to_draw.put(m)
     return b.module(n, m, xs)
 
 
@@ -158,6 +167,7 @@ class _Builder:
         self.modules: dict[str, nn.Module] = {}
         self.values: dict[Ref, fx.Node] = {}
         self._strides: dict[str, int] | None = None
+        self.to_draw: queue.Queue = queue.Queue()  # convolutions waiting for initial weights
 
     def call(self, name: str, fn, args, kwargs=None) -> fx.Node:
         """A function call named after its IR node, so the generated code reads like the spec."""
@@ -175,10 +185,23 @@ class _Builder:
     def value(self, ref: Ref) -> fx.Node:
         if ref not in self.values:  # one output of a multi-output op
             whole = self.values[Ref(ref.node, -1)]
-            self.values[ref] = self.graph.call_function(operator.getitem, (whole, ref.out))
+            self.values[ref] = self.call(f"{ref.node}_{ref.out}", operator.getitem, (whole, ref.out))
         return self.values[ref]
 
-    def build(self) -> fx.GraphModule:
+    def build(self, init: bool = True) -> fx.GraphModule:
+        # Drawing the initial weights (PyTorch's default, as the reference) is most of the
+        # cost of compiling a large model. torch releases the GIL while it draws, so one
+        # thread draws each convolution's weights as soon as it is created, beside the
+        # graph building and code generation — in creation order: the same weights for a seed.
+        drawer = threading.Thread(target=_draw, args=(self.to_draw, init))
+        drawer.start()
+        try:
+            return self._build()
+        finally:
+            self.to_draw.put(None)
+            drawer.join()
+
+    def _build(self) -> fx.GraphModule:
         g = self.g
         for n in topo_order(g):
             d = g.nodes[n]
@@ -195,8 +218,14 @@ class _Builder:
         else:  # (main, aux): PGI's dual head
             self.modules["dual_output"] = DualOutput()
             self.graph.output(self.graph.call_module("dual_output", tuple(outs)))
-        gm = fx.GraphModule(self.modules, self.graph, class_name=_class_name(g.graph["model"]))
-        return gm
+        return fx.GraphModule(self.modules, self.graph, class_name=_class_name(g.graph["model"]))
+
+
+@torch.no_grad()
+def _draw(pending: queue.Queue, init: bool) -> None:
+    while (m := pending.get()) is not None:
+        if init:
+            m.reset_parameters()
 
 
 def _class_name(model: str) -> str:
@@ -242,7 +271,7 @@ def _branch_convs(g: nx.DiGraph, node: str, a) -> tuple[str | None, str | None]:
 
 def to_fx(g: nx.DiGraph, init: bool = True) -> fx.GraphModule:
     """The IR as a GraphModule (weights initialised as the reference initialises them)."""
-    gm = _Builder(g).build()
+    gm = _Builder(g).build(init)
     if init:
         initialise(gm, g)
     gm.meta["gelanc"] = {"ir": g, "deployed": False}

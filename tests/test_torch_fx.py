@@ -150,3 +150,15 @@ def test_torch_compile_export_and_channels_last():
         assert torch.allclose(cl(x.to(memory_format=torch.channels_last))[0], ref, atol=1e-4)
         ep = torch.export.export(m, (x,))
         assert torch.allclose(ep.module()(x)[0], ref, atol=1e-4)
+
+
+def test_same_seed_same_weights():
+    """Weights are drawn in a background thread, in creation order: still reproducible."""
+    torch.manual_seed(123)
+    a = gelanc.compile(SPECS / "gelan-s.gel").state_dict()
+    torch.manual_seed(123)
+    b = gelanc.compile(SPECS / "gelan-s.gel").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    torch.manual_seed(124)
+    c = gelanc.compile(SPECS / "gelan-s.gel").state_dict()
+    assert not torch.equal(a["stem1.conv.weight"], c["stem1.conv.weight"])
