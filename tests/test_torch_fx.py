@@ -162,3 +162,16 @@ def test_same_seed_same_weights():
     torch.manual_seed(124)
     c = gelanc.compile(SPECS / "gelan-s.gel").state_dict()
     assert not torch.equal(a["stem1.conv.weight"], c["stem1.conv.weight"])
+
+
+def test_torch_compile_captures_whole_graph():
+    """Dynamo traces the modules without a graph break, in eval and in training (CI has
+    no GPU; `aot_eager` runs the captured graphs through autograd without inductor)."""
+    x = torch.rand(1, 3, 64, 96)
+    m = gelanc.deploy(gelanc.compile(SPECS / "gelan-t.gel", nc=3)).eval()
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(m, backend="aot_eager", fullgraph=True)(x)[0], m(x)[0], atol=1e-5)
+    t = gelanc.compile(SPECS / "yolov9-t.gel", nc=3).train()
+    main, aux = torch.compile(t, backend="aot_eager", fullgraph=True)(x)
+    sum(o.sum() for o in [*main, *aux]).backward()
+    assert t.get_submodule("stem1.conv").weight.grad is not None
