@@ -15,14 +15,14 @@ a crash never leaves a half-written checkpoint.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import fx
+
+from gelanc.atomic import atomic_write
 
 FORMAT, VERSION = "gelanc-checkpoint", 1
 
@@ -54,18 +54,8 @@ def meta_of(gm: fx.GraphModule) -> SpecMeta:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save, whole or not at all."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save(gm: fx.GraphModule, path: str | Path, **extra: Any) -> Path:

@@ -8,13 +8,12 @@ so a failure leaves no partial file.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import fx, nn
+
+from gelanc.atomic import atomic_write
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "pt2": ".pt2"}
 
@@ -28,19 +27,6 @@ class Predictions(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)[0]
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> float:
@@ -72,7 +58,7 @@ def export(model: fx.GraphModule, fmt: str, path: str | Path, imgsz: tuple[int, 
     def write(tmp: Path) -> None:
         got["output"] = writer(net, x, tmp, dynamic)
 
-    _atomic(path, write)
+    atomic_write(path, write)
     err = _close(got["output"], expected, tol)
     if err > tol:
         path.unlink(missing_ok=True)
