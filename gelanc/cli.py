@@ -204,6 +204,34 @@ def cmd_viz(args) -> int:
     return EXIT_OK
 
 
+def cmd_features(args) -> int:
+    from gelanc.atomic import atomic_write
+    from gelanc.features import BUILTIN, DEFAULT_IMAGE, figure
+
+    sources = args.sources or list(BUILTIN)
+    for src in sources:
+        if src not in BUILTIN and not Path(src).is_file():
+            raise UserError(f"'{src}' is neither a built-in stack ({', '.join(BUILTIN)}) nor a spec file")
+    image = Path(args.image or DEFAULT_IMAGE)
+    if not image.is_file():
+        raise UserError(f"no such image: {image}")
+    if sorted(set(args.depths)) != args.depths or args.depths[0] < 1:
+        raise UserError("--depths must be increasing positive integers")
+    try:
+        picture, _ = figure(sources, image, args.depths, args.width, args.imgsz, args.seed,
+                            progress=lambda name: print(f"running {name} to depth {args.depths[-1]}…",
+                                                        file=sys.stderr))
+    except RuntimeError as e:
+        raise UserError(f"cannot read {image}: {str(e).splitlines()[0]}") from None
+    out = Path(args.output)
+    try:
+        atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 # ---- wiring -----------------------------------------------------------------------
 
 
@@ -271,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW", help="size for the edge shapes")
     v.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
     v.set_defaults(func=cmd_viz)
+
+    f = sub.add_parser("features", help="the paper's Figures 2 and 6: feature maps of random deep stacks",
+                       description="Run randomly initialised deep stacks (PlainNet, ResNet, CSPNet, GELAN, "
+                                   "or .gel specs whose model takes depth, taps and width) on one image "
+                                   "and lay out their feature maps at several depths as one grid.")
+    f.add_argument("sources", nargs="*", metavar="SPEC_OR_BUILTIN",
+                   help="plainnet, resnet, cspnet, gelan, or a spec (default: the four)")
+    f.add_argument("--image", metavar="IMG", help="input image (default: the bird gelanc ships)")
+    f.add_argument("-o", "--output", default="features.png", metavar="FILE.png", help="the grid (default features.png)")
+    f.add_argument("--depths", type=int, nargs="+", default=[50, 100, 150, 200], metavar="N")
+    f.add_argument("--width", type=int, default=32, help="channels of every stack (default 32)")
+    f.add_argument("--imgsz", type=int, default=128, help="image size (default 128)")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=cmd_features)
     return p
 
 

@@ -212,12 +212,15 @@ class _Builder:
                 self.values[Ref(n, -1)] = out
             else:
                 self.values[Ref(n, 0)] = out
-        outs = [self.value(r) for r in g.graph["outputs"]]
-        if len(outs) == 1:
-            self.graph.output(outs[0])
-        else:  # (main, aux): PGI's dual head
+        refs = g.graph["outputs"]
+        outs = [self.value(r) for r in refs]
+        dual = [(g.nodes[r.node]["op"], g.nodes[r.node]["branch"]) for r in refs] == [
+            ("detect", "main"), ("detect", "aux")]
+        if dual:  # PGI's dual head
             self.modules["dual_output"] = DualOutput()
             self.graph.output(self.graph.call_module("dual_output", tuple(outs)))
+        else:
+            self.graph.output(outs[0] if len(outs) == 1 else tuple(outs))
         return fx.GraphModule(self.modules, self.graph, class_name=_class_name(g.graph["model"]))
 
 

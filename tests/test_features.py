@@ -1,0 +1,34 @@
+"""`gelanc features`: the feature-map grid of random deep stacks."""
+
+import torch
+from PIL import Image
+
+from gelanc.cli import main
+from gelanc.features import BUILTIN, DEFAULT_IMAGE, colourise, feature_maps, load_image, spec_path
+
+
+def test_stacks_return_their_taps():
+    image = load_image(DEFAULT_IMAGE, 32)
+    for name in BUILTIN:
+        maps = feature_maps(spec_path(name), image, [1, 3], width=8, seed=0)
+        assert [tuple(m.shape) for m in maps] == [(1, 8, 32, 32)] * 2, name
+
+
+def test_same_seed_same_maps_and_colours_in_range():
+    image = load_image(DEFAULT_IMAGE, 32)
+    a = feature_maps(spec_path("gelan"), image, [2], 8, seed=1)[0]
+    b = feature_maps(spec_path("gelan"), image, [2], 8, seed=1)[0]
+    assert torch.equal(a, b)
+    rgb = colourise(a)
+    assert rgb.shape == (3, 32, 32) and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_cli_writes_the_grid(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["features", "plainnet", "resnet", "--depths", "1", "2", "--width", "8", "--imgsz", "32",
+                 "-o", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert w > 3 * 128 and h > 2 * 128  # three columns (input, two depths), two rows
+    assert main(["features", "nosuchnet", "-o", str(out)]) == 2
+    assert main(["features", "--image", str(tmp_path / "missing.png"), "-o", str(out)]) == 2
+    assert "no such image" in capsys.readouterr().err
