@@ -27,7 +27,8 @@ def main() -> None:
     d.rectangle([0, 200, SIZE, SIZE], fill=(88, 140, 60))  # ground, with blades of grass
     for _ in range(400):
         x, y = rng.randrange(SIZE), rng.randrange(196, SIZE)
-        d.line([(x, y), (x + rng.randint(-3, 3), y - rng.randint(4, 10))], fill=(60 + rng.randrange(60), 120 + rng.randrange(60), 40))
+        tip = (x + rng.randint(-3, 3), y - rng.randint(4, 10))
+        d.line([(x, y), tip], fill=(60 + rng.randrange(60), 120 + rng.randrange(60), 40))
     d.polygon([(0, 172), (256, 160), (256, 170), (0, 182)], fill=(110, 72, 40))  # the branch
     d.polygon([(60, 150), (30, 128), (36, 160)], fill=(40, 70, 150))  # tail
     d.ellipse([58, 100, 170, 168], fill=(50, 90, 190))  # body
