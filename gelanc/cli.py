@@ -235,6 +235,15 @@ def cmd_features(args) -> int:
 # ---- wiring -----------------------------------------------------------------------
 
 
+def _common(p: argparse.ArgumentParser, imgsz: str | None = None, json: bool = True) -> None:
+    """The options several commands share: --imgsz, --set, --json."""
+    if imgsz:
+        p.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW", help=imgsz)
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
+    if json:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gelanc", description="A compiler and model zoo for GELAN networks (YOLOv9).")
@@ -243,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="parse, lower and validate specs; print diagnostics only",
                        description="Check .gel specs (the whole zoo when no FILE is given).")
     c.add_argument("files", nargs="*", metavar="FILE")
-    c.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(c)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("stats", help="parameters and GFLOPs of the train and deploy graphs beside the paper's",
@@ -253,11 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RepConvN fused), beside the paper's figures. The whole zoo when no FILE "
                                    "is given.")
     s.add_argument("files", nargs="*", metavar="FILE")
-    s.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW",
-                   help="input size, square N or height×width (default 640)")
     s.add_argument("--per-block", action="store_true", help="break the counts down by top-level block")
-    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(s, imgsz="input size, square N or height×width (default 640)")
     s.set_defaults(func=cmd_stats)
 
     b = sub.add_parser("build", help="compile a spec to a torch.fx module; write its code, IR, stats, checkpoint",
@@ -267,9 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("spec", metavar="SPEC")
     b.add_argument("-o", "--out", metavar="DIR", help="output folder (default build/MODEL)")
     b.add_argument("--deploy", action="store_true", help="build the deploy graph (aux removed, BN/RepConvN fused)")
-    b.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW", help="size for the stats")
-    b.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
-    b.add_argument("--json", action="store_true", help="machine-readable summary")
+    _common(b, imgsz="size for the stats")
     b.set_defaults(func=cmd_build)
 
     e = sub.add_parser("export", help="export to ONNX, TorchScript or torch.export, checked against PyTorch",
@@ -282,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--train", action="store_true", help="export the train graph (with PGI's aux branch)")
     e.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     e.add_argument("--half", action="store_true", help="fp16 weights and input")
-    e.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW", help="example input size")
-    e.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter (specs)")
-    e.add_argument("--json", action="store_true", help="machine-readable report")
+    _common(e, imgsz="example input size")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("viz", help="draw the network with graphviz (SVG, PNG, PDF or DOT)",
@@ -296,8 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--level", choices=["block", "op"], default="block", help="one box per block, or per op")
     v.add_argument("--expand", nargs="+", metavar="NAME", help="block scopes to open up, e.g. elan3 elan3.cv2.0")
     v.add_argument("--deploy", action="store_true", help="draw the deploy graph")
-    v.add_argument("--imgsz", type=_imgsz, default=(640, 640), metavar="N|HxW", help="size for the edge shapes")
-    v.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a model parameter, e.g. nc=20")
+    _common(v, imgsz="size for the edge shapes", json=False)
     v.set_defaults(func=cmd_viz)
 
     f = sub.add_parser("features", help="the paper's Figures 2 and 6: feature maps of random deep stacks",
