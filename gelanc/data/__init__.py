@@ -1,0 +1,1 @@
+"""Datasets: the data.yaml schema, and the built-in synthetic dataset."""

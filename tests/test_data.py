@@ -1,0 +1,90 @@
+"""The synthetic dataset and the data.yaml schema."""
+
+import pytest
+import torch
+from torchvision.io import read_image
+
+from gelanc.cli import main
+from gelanc.data.config import DataError, load_data_config
+from gelanc.data.synth import CLASSES, _mask, draw, write  # noqa: F401
+
+
+def test_labels_are_exact_boxes_of_the_drawn_pixels():
+    """Redraw each labelled shape's mask: its pixel box is the label, to the pixel."""
+    for seed in range(20):
+        img, labels = draw(seed, 96)
+        assert img.shape == (3, 96, 96) and img.dtype == torch.uint8
+        assert 1 <= len(labels) <= 6
+        for c, cx, cy, w, h in labels:
+            assert 0 <= c < len(CLASSES)
+            assert 0 < w <= 1 and 0 < h <= 1 and 0 <= cx - w / 2 and cx + w / 2 <= 1 + 1e-9
+            x0, y0 = round((cx - w / 2) * 96), round((cy - h / 2) * 96)
+            x1, y1 = round((cx + w / 2) * 96), round((cy + h / 2) * 96)
+            patch = img[:, y0:y1, x0:x1].float()
+            # the shape's colour fills the box's centre pixel
+            centre = img[:, (y0 + y1) // 2, (x0 + x1) // 2].float()
+            assert (patch == centre.view(3, 1, 1)).all(0).any()
+
+
+def test_box_of_a_mask_is_its_pixel_extent():
+    from gelanc.data.synth import _box
+
+    assert _box(_mask("square", 16, 16, 8, 32, 32)) == (8, 8, 24, 24)
+    assert _box(_mask("diamond", 10.5, 20.5, 4, 32, 32)) == (6, 16, 15, 25)
+    assert _box(torch.zeros(8, 8, dtype=torch.bool)) is None
+
+
+def test_masks_are_the_named_shapes():
+    circle = _mask("circle", 16, 16, 8, 32, 32)
+    square = _mask("square", 16, 16, 8, 32, 32)
+    assert square.sum() == 16 * 16 and abs(int(circle.sum()) - 3.1416 * 64) < 12
+    tri = _mask("triangle", 16, 16, 8, 32, 32)
+    assert tri[9].sum() < tri[22].sum()  # narrow apex, wide base
+
+
+def test_write_is_seeded_and_complete(tmp_path):
+    a = write(tmp_path / "a", images=6, val=2, size=64, seed=3)
+    write(tmp_path / "b", images=6, val=2, size=64, seed=3)
+    write(tmp_path / "c", images=6, val=2, size=64, seed=4)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 1 + 2 * 8
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    first = "images/train/000000.png"
+    assert (tmp_path / "a" / first).read_bytes() != (tmp_path / "c" / first).read_bytes()
+    cfg = load_data_config(a)
+    assert cfg.names == list(CLASSES) and cfg.nc == 4
+    assert [p.name for p in cfg.split("val", a.parent)] == ["val"]
+    assert read_image(str(tmp_path / "a/images/val/000006.png")).shape == (3, 64, 64)
+
+
+def test_cli_synth_and_refuses_a_full_folder(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["data", "synth", "-o", str(out), "--images", "3", "--val", "1", "--imgsz", "64"]) == 0
+    assert (out / "data.yaml").is_file()
+    assert main(["data", "synth", "-o", str(out), "--images", "3", "--val", "1"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary folder left
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: a\nval: b\n", "names"),
+    ("train: a\nval: b\nnames: []\n", "at least one class"),
+    ("train: a\nval: b\nnames: [x, y]\nnc: 3\n", "nc is 3"),
+    ("train: a\nval: b\nnames: {0: x, 2: y}\n", "keys 0"),
+    ("train: [a\n", "not valid YAML"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_bad_data_yaml_is_a_clear_error(tmp_path, text, message):
+    p = tmp_path / "data.yaml"
+    p.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_data_config(p)
+
+
+def test_names_as_mapping(tmp_path):
+    p = tmp_path / "data.yaml"
+    p.write_text("path: ds\ntrain: images/train\nval: [images/val, more.txt]\nnames: {0: cat, 1: dog}\n")
+    cfg = load_data_config(p)
+    assert cfg.names == ["cat", "dog"]
+    assert cfg.split("val", tmp_path) == [tmp_path / "ds/images/val", tmp_path / "ds/more.txt"]
