@@ -88,3 +88,68 @@ def test_names_as_mapping(tmp_path):
     cfg = load_data_config(p)
     assert cfg.names == ["cat", "dog"]
     assert cfg.split("val", tmp_path) == [tmp_path / "ds/images/val", tmp_path / "ds/more.txt"]
+
+
+# ---- YOLO datasets ---------------------------------------------------------------
+
+from gelanc.data.dataset import YoloDataset, collate, image_files, label_file, letterbox, scan  # noqa: E402
+
+
+def _dataset(tmp_path):
+    data = write(tmp_path / "ds", images=6, val=2, size=64, seed=0)
+    return load_data_config(data), data.parent
+
+
+def test_scan_reports_and_skips_bad_data(tmp_path):
+    cfg, root = _dataset(tmp_path)
+    train = root / "images/train"
+    (train / "000001.png").write_bytes(b"not a png")                         # corrupt image
+    (root / "labels/train/000002.txt").write_text("7 0.5 0.5 0.1 0.1\n")     # class id >= nc
+    (root / "labels/train/000003.txt").write_text("0 0.5 1.5 0.1 0.1\n")     # outside [0, 1]
+    (root / "labels/train/000004.txt").unlink()                              # missing label file
+    (root / "labels/train/000005.txt").write_text("")                        # empty image
+    s = scan(image_files(cfg.split("train", root)), cfg.nc)
+    assert [p.name for p in s.images] == ["000000.png", "000004.png", "000005.png"]
+    assert s.problems["corrupt images"][0].startswith("000001.png")
+    bad = " ".join(s.problems["bad label files"])
+    assert "000002.txt: line 1: class 7 is not in 0…3" in bad and "000003.txt: line 1: coordinates" in bad
+    assert s.problems["images without a label file (kept as background)"] == ["000004.png"]
+    assert s.problems["empty images (kept as background)"] == ["000005.png"]
+    assert "2 bad label files" in s.report()
+
+
+def test_scan_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
+    cfg, root = _dataset(tmp_path)
+    imgs = image_files(cfg.split("train", root))
+    cache = root / "labels/train.cache"
+    first = scan(imgs, cfg.nc, cache)
+    import gelanc.data.dataset as ds
+
+    monkeypatch.setattr(ds, "_parse_labels", lambda *a: (_ for _ in ()).throw(AssertionError("parsed again")))
+    again = scan(imgs, cfg.nc, cache)
+    assert [torch.equal(a, b) for a, b in zip(first.labels, again.labels)] == [True] * len(imgs)
+    monkeypatch.undo()
+    (root / "labels/train/000000.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    assert torch.equal(scan(imgs, cfg.nc, cache).labels[0], torch.tensor([[1, 0.5, 0.5, 0.25, 0.25]]))
+
+
+def test_letterbox_moves_boxes_with_the_image():
+    img = torch.zeros(3, 50, 100, dtype=torch.uint8)
+    img[:, 10:20, 30:50] = 255  # a white box at x 30–50, y 10–20
+    out, boxes = letterbox(img, torch.tensor([[0.4, 0.3, 0.2, 0.2]]), 64)
+    assert out.shape == (3, 64, 64) and out[0, 0, 0] == 114  # grey padding above
+    cx, cy, w, h = (boxes[0] * 64).tolist()
+    ys, xs = (out[0] > 200).nonzero(as_tuple=True)
+    assert abs(cx - (xs.min() + xs.max() + 1) / 2) <= 1 and abs(cy - (ys.min() + ys.max() + 1) / 2) <= 1
+    assert abs(w - 12.8) < 0.01 and abs(h - 6.4) < 0.01
+
+
+def test_dataset_and_collate(tmp_path):
+    cfg, root = _dataset(tmp_path)
+    split = scan(image_files(cfg.split("val", root)), cfg.nc)
+    loader = torch.utils.data.DataLoader(YoloDataset(split, 96), batch_size=2, collate_fn=collate)
+    images, targets, paths = next(iter(loader))
+    assert images.shape == (2, 3, 96, 96) and images.dtype == torch.uint8
+    assert targets.shape[1] == 6 and set(targets[:, 0].tolist()) <= {0.0, 1.0}
+    assert len(targets) == sum(len(t) for t in split.labels)
+    assert label_file(root / "images/val/000006.png") == root / "labels/val/000006.txt"
