@@ -63,6 +63,9 @@ def test_export_cli_errors_and_no_partial_files(tmp_path, capsys):
     bad.write_text("model m() {\n x = input(3)\n return conv2d(x, -8)\n}\n")
     assert main(["export", str(bad), "--format", "onnx", "-o", str(tmp_path / "a.onnx")]) == 2
     assert "bad.gel:3:" in capsys.readouterr().err
+    assert main(["export", str(SPECS / "gelan-t.gel"), "--format", "onnx", "--imgsz", "100",
+                 "-o", str(tmp_path / "b.onnx")]) == 2
+    assert "not a multiple of the network's largest stride, 32" in capsys.readouterr().err
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")  # a file where the output's folder should be: unwritable even for root
     code = main(["export", str(SPECS / "gelan-t.gel"), "--format", "torchscript", "--imgsz", "64",

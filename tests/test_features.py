@@ -32,3 +32,7 @@ def test_cli_writes_the_grid(tmp_path, capsys):
     assert main(["features", "nosuchnet", "-o", str(out)]) == 2
     assert main(["features", "--image", str(tmp_path / "missing.png"), "-o", str(out)]) == 2
     assert "no such image" in capsys.readouterr().err
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    assert main(["features", "--image", str(tmp_path / "junk.png"), "-o", str(out)]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["features", "--imgsz", "0", "-o", str(out)]) == 2
