@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from gelanc.atomic import write_text
+
 EXIT_OK, EXIT_FAIL, EXIT_USER = 0, 1, 2
 
 
@@ -123,7 +125,6 @@ def _module(source: str, params: dict, train: bool = False):
 def cmd_build(args) -> int:
     import json as _json
 
-    from gelanc.atomic import write_text
     from gelanc.checkpoint import save
     from gelanc.ir.graph import to_json
     from gelanc.stats import model_stats
@@ -258,6 +259,183 @@ def cmd_data_synth(args) -> int:
     return EXIT_OK
 
 
+def _train_args(args):
+    """The run's TrainArgs (and the checkpoint to resume, if any) from the command line."""
+    from pydantic import ValidationError
+
+    try:
+        return _train_args_unchecked(args)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
+def _train_args_unchecked(args):
+    from gelanc.train.hyp import load_hyp
+    from gelanc.train.loop import TrainArgs, resume_args
+
+    given = {k: getattr(args, k) for k in ("data", "epochs", "imgsz", "batch", "device", "workers", "out", "seed")
+             if getattr(args, k) is not None}
+    flags = {k: True for k in ("deterministic", "sync_bn") if getattr(args, k)}
+    if args.amp is not None:
+        flags["amp"] = args.amp
+    if args.val_graph is not None:
+        flags["val"] = args.val_graph
+    if args.resume:
+        if args.spec and args.spec.endswith((".pt", ".pth")) and args.resume is True:
+            args.resume = args.spec
+        path = Path(args.resume if args.resume is not True else Path(args.out or ".") / "last.pt")
+        # a resumed run keeps its settings; where it runs, and for how long, may change
+        keep = {k: v for k, v in given.items() if k in ("device", "workers", "epochs")}
+        return resume_args(path, **keep, progress=not args.quiet), path
+    if not args.spec:
+        raise UserError("train needs a SPEC (a .gel file), or --resume LAST.pt")
+    if args.spec.endswith((".pt", ".pth")):
+        raise UserError(f"{args.spec} is a checkpoint: use --resume {args.spec} to continue its run")
+    hyp = load_hyp(args.hyp).model_dump()
+    return TrainArgs(spec=args.spec, hyp=hyp, params=_model_params(args.set), progress=not args.quiet,
+                     **given, **flags), None
+
+
+def cmd_train(args) -> int:
+    from gelanc.train import ddp
+    from gelanc.train.loop import train
+
+    targs, resume = _train_args(args)
+    try:
+        kind, ids = ddp.parse_device(targs.device)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if len(ids) > 1 and not ddp.world().distributed:
+        import torch
+
+        if torch.cuda.device_count() < len(ids):
+            raise UserError(f"--device {targs.device} names {len(ids)} GPUs; torch sees "
+                            f"{torch.cuda.device_count()} (on CPUs, run torchrun --nproc_per_node N … --device cpu)")
+        return ddp.launch(["train", *args.argv], ids)
+    summary = train(targs, resume).summary
+    if ddp.world().main:
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            best = (f"; best epoch {summary['best_epoch']}: mAP50 {summary['best_map50']:.3f}, "
+                    f"mAP50-95 {summary['best_map']:.3f}") if "best_epoch" in summary else ""
+            print(f"trained {summary['model']} for {summary['epochs']} epochs in {summary['seconds']:.0f} s{best}")
+            print(f"  {summary['last']}\n  {summary['best']}")
+    return EXIT_OK
+
+
+def _checkpoint_model(path: str, graph: str):
+    """A training checkpoint's EMA weights as the deploy graph, or the train graph."""
+    import gelanc
+    from gelanc.checkpoint import read
+
+    ckpt = read(path)
+    m = gelanc.load(path)
+    deployed = m.meta["gelanc"].get("deployed")
+    if graph == "train" and deployed:
+        raise UserError(f"{path} holds a deploy graph; --graph train needs a train checkpoint")
+    if graph == "deploy" and not deployed:
+        m = gelanc.deploy(m)
+    return m, ckpt
+
+
+def _names(ckpt: dict, nc: int) -> list[str]:
+    names = ckpt.get("names")
+    return list(names) if names else [str(i) for i in range(nc)]
+
+
+def _device(spec: str | None):
+    import torch
+
+    from gelanc.train import ddp
+
+    try:
+        kind, ids = ddp.parse_device(spec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device asks for CUDA, but torch sees no GPU (use --device cpu)")
+    return torch.device("cuda", ids[0] if ids else 0) if kind == "cuda" else torch.device("cpu")
+
+
+def cmd_val(args) -> int:
+    from torch.utils.data import DataLoader
+
+    from gelanc.data.dataset import YoloDataset, collate
+    from gelanc.torch_fx import heads
+    from gelanc.train import ddp
+    from gelanc.train.loop import CKPT_KEY, default_data, load_data
+    from gelanc.train.val import evaluate
+
+    m, ckpt = _checkpoint_model(args.checkpoint, args.graph)
+    run = ckpt.get(CKPT_KEY, {}).get("args", {})
+    data_path = Path(args.data or run.get("data") or default_data(ddp.World()))
+    imgsz = args.imgsz or run.get("imgsz") or 640
+    data = load_data(data_path, ddp.World())
+    nc = heads(m)[0].nc
+    if nc != len(data.names):
+        raise UserError(f"{args.checkpoint} detects {nc} classes but {data_path} has {len(data.names)}")
+    device = _device(args.device)
+    loader = DataLoader(YoloDataset(data.val, imgsz), batch_size=args.batch, num_workers=args.workers,
+                        collate_fn=collate)
+    r = evaluate(m.to(device), loader, data.names, device, conf=args.conf, iou=args.iou, progress=not args.json)
+    r.update(checkpoint=args.checkpoint, graph=args.graph, data=str(data_path), imgsz=imgsz)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"{args.checkpoint} ({args.graph} graph) on {data_path}, {imgsz} px: "
+              f"mAP50 {r['map50']:.4f}  mAP50-95 {r['map']:.4f}  ({r['images']} images, {r['instances']} objects, "
+              f"{r['ms_per_image']:.1f} ms an image)")
+        for name, c in r.get("per_class", {}).items():
+            print(f"  {name:<16} mAP50 {c['map50']:.4f}  mAP50-95 {c['map']:.4f}")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    from gelanc.predict import as_json, draw, find_images, run, write_image
+    from gelanc.torch_fx import heads
+    from gelanc.train.loop import CKPT_KEY
+
+    m, ckpt = _checkpoint_model(args.checkpoint, "deploy")
+    names = _names(ckpt, heads(m)[0].nc)
+    imgsz = args.imgsz or ckpt.get(CKPT_KEY, {}).get("args", {}).get("imgsz") or 640
+    stride = int(max(heads(m)[0].strides))
+    if imgsz % stride:
+        raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride {stride}")
+    paths = find_images(args.sources)
+    device = _device(args.device)
+    out = Path(args.out)
+    results, used = [], set()
+    for path, image, det in run(m.to(device), paths, names, imgsz, device, args.conf, args.iou, args.max_det):
+        results.append(as_json(path, image, det, names))
+        if not args.no_save:
+            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+            name, k = path.stem + suffix, 2
+            while name in used:  # same file name from two folders
+                name, k = f"{path.stem}_{k}{suffix}", k + 1
+            used.add(name)
+            try:
+                write_image(out / name, draw(image, det, names))
+            except OSError as e:
+                raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+        if not args.json:
+            found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in results[-1]["detections"][:8])
+            more = len(results[-1]["detections"]) - 8
+            print(f"{path}: {len(det)} detections" + (f": {found}" if found else "")
+                  + (f" … (+{more})" if more > 0 else ""))
+    try:
+        write_text(out / "predictions.json", json.dumps(results, indent=1))
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror or e}") from None
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        n = len(results)
+        print(f"wrote {out / 'predictions.json'}" + ("" if args.no_save else f" and {n} drawn image{'s' * (n != 1)}"))
+    return EXIT_OK
+
+
 # ---- wiring -----------------------------------------------------------------------
 
 
@@ -352,12 +530,81 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--imgsz", type=int, default=320, metavar="N", help="image size (default 320)")
     ds.add_argument("--seed", type=int, default=0, metavar="S")
     ds.set_defaults(func=cmd_data_synth)
+
+    t = sub.add_parser("train", help="train a model on a YOLO dataset (default: the built-in synthetic set)",
+                       description="Train SPEC with the YOLOv9 recipe (hyp.scratch-high: SGD, warmup, EMA, "
+                                   "mosaic/mixup/affine/HSV/flip, TAL loss with PGI's aux head) and write "
+                                   "DIR/last.pt, best.pt, results.csv and results.png. Several GPUs: "
+                                   "--device 0,1,… or torchrun --nproc_per_node N -m gelanc train ….")
+    t.add_argument("spec", nargs="?", metavar="SPEC", help="the .gel model to train")
+    t.add_argument("--data", metavar="DATA.yaml", help="dataset (default: the built-in synthetic shapes)")
+    t.add_argument("--epochs", type=int, metavar="N", help="epochs (default 100)")
+    t.add_argument("--imgsz", type=int, metavar="N", help="training and validation size (default 640)")
+    t.add_argument("--batch", type=int, metavar="N", help="global batch size, over all processes (default 16)")
+    t.add_argument("--device", metavar="cpu|cuda|0,1,…", help="default: cuda if available, else cpu")
+    t.add_argument("--workers", type=int, metavar="N", help="data-loading processes per rank (default 8)")
+    t.add_argument("--out", metavar="DIR", help="run folder (default runs/train/MODEL, MODEL2, …)")
+    t.add_argument("--resume", nargs="?", const=True, metavar="LAST.pt",
+                   help="continue a run from its last.pt (default DIR/last.pt of --out)")
+    t.add_argument("--seed", type=int, metavar="N", help="seed of weights, order and augmentation (default 0)")
+    t.add_argument("--hyp", metavar="FILE.yaml", help="hyper-parameters overriding hyp.scratch-high's")
+    t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
+    t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
+    t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA (default auto)")
+    t.add_argument("--val-graph", choices=["deploy", "train"],
+                   help="validate the EMA's deploy graph (default) or the train graph's main head")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    va = sub.add_parser("val", help="mAP of a checkpoint on a dataset's val split (pycocotools)",
+                        description="Validate CKPT's EMA weights — its deploy graph, or with --graph train "
+                                    "the train graph's main head — on the val split: mAP@0.5 and "
+                                    "mAP@0.5:0.95 by pycocotools after torchvision's batched NMS.")
+    va.add_argument("checkpoint", metavar="CKPT")
+    va.add_argument("--data", metavar="DATA.yaml", help="default: the data the checkpoint was trained on")
+    va.add_argument("--imgsz", type=int, metavar="N", help="default: the training size")
+    va.add_argument("--batch", type=int, default=16, metavar="N")
+    va.add_argument("--device", metavar="cpu|cuda|0")
+    va.add_argument("--workers", type=int, default=2, metavar="N")
+    va.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001)")
+    va.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    va.add_argument("--graph", choices=["deploy", "train"], default="deploy")
+    _common(va)
+    va.set_defaults(func=cmd_val)
+
+    pr = sub.add_parser("predict", help="detect objects in images; draw the boxes and write them as JSON",
+                        description="Run CKPT's deploy graph on images (files, folders, glob patterns), "
+                                    "write each with its boxes drawn and all detections to predictions.json.")
+    pr.add_argument("checkpoint", metavar="CKPT")
+    pr.add_argument("sources", nargs="+", metavar="SOURCE")
+    pr.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    pr.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    pr.add_argument("--max-det", type=int, default=300, metavar="N")
+    pr.add_argument("--imgsz", type=int, metavar="N", help="default: the training size")
+    pr.add_argument("-o", "--out", default="runs/predict", metavar="DIR", help="default runs/predict")
+    pr.add_argument("--no-save", action="store_true", help="write predictions.json only, no drawn images")
+    pr.add_argument("--device", metavar="cpu|cuda|0")
+    _common(pr)
+    pr.set_defaults(func=cmd_predict)
     return p
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The torch stage's user errors (bad checkpoint, data, hyper-parameters, run settings): exit 2."""
+    from gelanc.checkpoint import CheckpointError
+    from gelanc.data.config import DataError
+    from gelanc.predict import SourceError
+    from gelanc.train.hyp import HypError
+    from gelanc.train.loop import TrainError
+
+    return CheckpointError, DataError, SourceError, HypError, TrainError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])  # after the command's name
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER
@@ -372,9 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(e), file=sys.stderr)
         return EXIT_USER
     except Exception as e:  # noqa: BLE001 - user errors of the torch stage, by type
-        from gelanc.checkpoint import CheckpointError
-
-        if isinstance(e, CheckpointError):
+        if isinstance(e, _user_errors()):
             print(f"gelanc: error: {e}", file=sys.stderr)
             return EXIT_USER
         raise

@@ -342,6 +342,13 @@ def _folded_conv(g: nx.DiGraph, origin, old: dict[str, nn.Module], k: int):
     return weight, bias
 
 
+def heads(gm: fx.GraphModule) -> list[Detect]:
+    """The module's detection heads in output order: the main head, then PGI's aux head."""
+    g = ir_of(gm)
+    mods = dict(gm.named_modules())
+    return [mods[r.node] for r in g.graph["outputs"] if g.nodes[r.node]["op"] == "detect"]
+
+
 def ir_of(gm: fx.GraphModule) -> nx.DiGraph:
     meta = getattr(gm, "meta", {}).get("gelanc")
     if not meta or "ir" not in meta:

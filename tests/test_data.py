@@ -74,6 +74,9 @@ def test_cli_synth_and_refuses_a_full_folder(tmp_path, capsys):
     ("train: a\nval: b\nnames: {0: x, 2: y}\n", "keys 0"),
     ("train: [a\n", "not valid YAML"),
     ("- just\n- a list\n", "expected a mapping"),
+    ("train: {annotations: x.json}\nval: b\nnames: [a]\n", "train.images: Field required"),
+    ("train: 5\nval: b\nnames: [a]\n", "train: expected a folder or .txt list of images"),
+    ("train: {annotations: x.json, images: i}\nval: b\n", "names is missing"),
 ])
 def test_bad_data_yaml_is_a_clear_error(tmp_path, text, message):
     p = tmp_path / "data.yaml"

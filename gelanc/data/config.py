@@ -9,29 +9,51 @@ The format is the YOLO one the reference and ultralytics read::
     nc: 2                     # optional; must agree with names
 
 Labels sit beside the images, in ``labels/`` where the path says ``images/``, one
-``class cx cy w h`` line per object, normalised to [0, 1].
+``class cx cy w h`` line per object, normalised to [0, 1]. A split may instead be a
+COCO instances file with its images folder::
+
+    train: {annotations: annotations/instances_train2017.json, images: images/train2017}
+
+and ``names`` may then be left out: the JSON's categories name the classes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
 class DataError(Exception):
     """An invalid data.yaml or dataset: a user error (exit 2), raised before any training."""
 
 
+class CocoSplit(BaseModel):
+    """A split given as a COCO instances JSON and the folder its ``file_name``s are in."""
+
+    model_config = ConfigDict(extra="forbid")
+    annotations: str
+    images: str
+
+
 class DataConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     path: Path | None = None
-    train: str | list[str]
-    val: str | list[str]
-    names: list[str]
+    train: str | list[str] | CocoSplit
+    val: str | list[str] | CocoSplit
+    names: list[str] | None = None
     nc: int | None = None
+
+    @field_validator("train", "val", mode="before")
+    @classmethod
+    def _split(cls, v):
+        if isinstance(v, dict):
+            return CocoSplit.model_validate(v)  # its own errors name the missing key
+        if isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(i, str) for i in v)):
+            return v
+        raise ValueError("expected a folder or .txt list of images, a list of them, "
+                         "or {annotations: FILE.json, images: FOLDER}")
 
     @field_validator("names", mode="before")
     @classmethod
@@ -45,6 +67,10 @@ class DataConfig(BaseModel):
 
     @model_validator(mode="after")
     def _nc(self):
+        if self.names is None:
+            if isinstance(self.train, CocoSplit) and isinstance(self.val, CocoSplit):
+                return self  # the COCO files name the classes
+            raise ValueError("names is missing: list the class names (only COCO splits may leave it out)")
         if not self.names:
             raise ValueError("names is empty: a dataset needs at least one class")
         if self.nc is not None and self.nc != len(self.names):
@@ -52,30 +78,23 @@ class DataConfig(BaseModel):
         self.nc = len(self.names)
         return self
 
-    def split(self, which: str, root: Path) -> list[Path]:
-        """The folders or list files of one split, resolved against ``path`` and ``root``."""
-        items = getattr(self, which)
+    def resolve(self, item: str, root: Path) -> Path:
+        """A path of the file, against ``path`` (itself against the file's folder ``root``)."""
         base = self.path if self.path is not None else root
         if not base.is_absolute():
             base = root / base
-        return [p if (p := Path(i)).is_absolute() else base / p for i in ([items] if isinstance(items, str) else items)]
+        return p if (p := Path(item)).is_absolute() else base / p
+
+    def split(self, which: str, root: Path) -> list[Path]:
+        """The folders or list files of one YOLO split, resolved."""
+        items = getattr(self, which)
+        return [self.resolve(i, root) for i in ([items] if isinstance(items, str) else items)]
 
 
 def load_data_config(path: str | Path) -> DataConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no such data file: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise DataError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
+    from gelanc.yamlfile import read_mapping, validate
+
+    raw = read_mapping(path, DataError, "data")
+    if not raw:
         raise DataError(f"{path}: expected a mapping with train, val and names")
-    try:
-        return DataConfig.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise DataError(f"{path}: {field}: {err['msg']}") from None
+    return validate(DataConfig, raw, DataError, str(path))

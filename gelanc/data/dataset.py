@@ -12,6 +12,7 @@ times, read with ``weights_only=True``) so a second run does not parse text agai
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,8 @@ class Scan:
 SKIPPED = ("corrupt images", "bad label files")
 
 
-def _check_image(path: Path) -> str | None:
+def check_image(path: Path) -> str | None:
+    """Why the image cannot be used, or None."""
     from PIL import Image
 
     try:
@@ -109,31 +111,53 @@ def _parse_labels(path: Path, nc: int) -> tuple[torch.Tensor | None, str | None]
     return torch.tensor(rows, dtype=torch.float32).reshape(-1, 5).unique(dim=0), None
 
 
-def _fingerprint(images: list[Path], nc: int) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}:{nc}".encode())
-    for p in images:
-        for q in (p, label_file(p)):
-            try:
-                st = q.stat()
-                h.update(f"{q}:{st.st_size}:{st.st_mtime_ns}".encode())
-            except OSError:
-                h.update(f"{q}:missing".encode())
+def fingerprint(files: list[Path], salt: str) -> str:
+    """A key that changes when any of ``files`` changes (size, time, or presence)."""
+    h = hashlib.sha256(f"{CACHE_VERSION}:{salt}".encode())
+    for q in files:
+        try:
+            st = q.stat()
+            h.update(f"{q}:{st.st_size}:{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"{q}:missing".encode())
     return h.hexdigest()
 
 
-def scan(images: list[Path], nc: int, cache: Path | None = None) -> Scan:
-    """Check every image and label file (or reuse the cache when nothing changed)."""
-    key = _fingerprint(images, nc)
+def cached(cache: Path | None, key: str, build: Callable[[], tuple[Scan, list[str]]]) -> tuple[Scan, list[str]]:
+    """``build()``'s scan and class names, or the cache's when it was made for ``key``.
+
+    The cache holds only strings and tensors (read with ``weights_only=True``); a stale,
+    broken or unwritable one is simply rebuilt or skipped."""
     if cache is not None and cache.is_file():
         try:
             c = torch.load(cache, weights_only=True)
             if c.get("key") == key:
-                return Scan([Path(p) for p in c["images"]], list(c["labels"]), dict(c["problems"]))
+                return Scan([Path(p) for p in c["images"]], list(c["labels"]), dict(c["problems"])), list(c["names"])
         except Exception:  # noqa: BLE001 - a stale or broken cache is rebuilt
             pass
+    out, names = build()
+    if cache is not None:
+        from gelanc.atomic import atomic_write
+
+        entry = {"key": key, "images": [str(p) for p in out.images], "labels": out.labels, "problems": out.problems,
+                 "names": list(names)}
+        try:
+            atomic_write(cache, lambda tmp: torch.save(entry, tmp))
+        except OSError:
+            pass  # a read-only dataset: no cache, scan again next time
+    return out, names
+
+
+def scan(images: list[Path], nc: int, cache: Path | None = None) -> Scan:
+    """Check every image and label file (or reuse the cache when nothing changed)."""
+    key = fingerprint([q for p in images for q in (p, label_file(p))], str(nc))
+    return cached(cache, key, lambda: (_scan(images, nc), []))[0]
+
+
+def _scan(images: list[Path], nc: int) -> Scan:
     out = Scan()
     for img in images:
-        bad = _check_image(img)
+        bad = check_image(img)
         if bad:
             out.note("corrupt images", f"{img.name}: {bad}")
             continue
@@ -150,15 +174,32 @@ def scan(images: list[Path], nc: int, cache: Path | None = None) -> Scan:
                 out.note("empty images (kept as background)", img.name)
         out.images.append(img)
         out.labels.append(labels)
-    if cache is not None:
-        from gelanc.atomic import atomic_write
-
-        entry = {"key": key, "images": [str(p) for p in out.images], "labels": out.labels, "problems": out.problems}
-        try:
-            atomic_write(cache, lambda tmp: torch.save(entry, tmp))
-        except OSError:
-            pass  # a read-only dataset: no cache, scan again next time
     return out
+
+
+def cache_file(images: list[Path]) -> Path:
+    """Where a split's scan is cached: ``labels/<split>.cache`` beside its label folder."""
+    return label_file(images[0]).parent.with_suffix(".cache")
+
+
+def load_split(cfg, which: str, root: Path) -> tuple[Scan, list[str]]:
+    """One split of a data.yaml (``cfg``, read from the folder ``root``), scanned, and
+    the class names: YOLO folders and lists (from the cache when nothing changed), or a
+    COCO file."""
+    from gelanc.data.config import CocoSplit
+
+    src = getattr(cfg, which)
+    if isinstance(src, CocoSplit):
+        from gelanc.data.coco import scan_coco
+
+        ann, folder = cfg.resolve(src.annotations, root), cfg.resolve(src.images, root)
+        key = fingerprint([ann, *sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)], "coco")
+        found, names = cached(ann.with_suffix(".cache"), key, lambda: scan_coco(ann, folder))
+        if cfg.names is not None and len(cfg.names) != len(names):
+            raise DataError(f"{src.annotations}: {len(names)} categories, but names lists {len(cfg.names)}")
+        return found, list(cfg.names or names)
+    images = image_files(cfg.split(which, root))
+    return scan(images, cfg.nc, cache=cache_file(images)), list(cfg.names)
 
 
 def letterbox(image: torch.Tensor, boxes: torch.Tensor, size: int, fill: int = 114):

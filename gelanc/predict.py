@@ -1,0 +1,119 @@
+"""Detection on images: letterbox, the deploy graph, torchvision's NMS, boxes drawn.
+
+Boxes come back in the original image's pixels (the letterbox undone), as
+``{"image", "width", "height", "detections": [{"box": [x1, y1, x2, y2], "score",
+"class", "name"}]}`` per image — the shape ``gelanc predict --json`` prints and
+writes to ``predictions.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from gelanc.data.dataset import IMAGE_SUFFIXES, letterbox
+
+# 20 distinct colours (the tab20 palette's strong half, then its light half), one a class
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+           "#dbdb8d", "#9edae5"]
+
+
+class SourceError(Exception):
+    """A source that is not an image, a folder of images or a pattern matching some (exit 2)."""
+
+
+def find_images(sources: list[str]) -> list[Path]:
+    """Files, folders (searched recursively) and glob patterns → image paths, in order."""
+    out: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            found = [p]
+        elif any(c in s for c in "*?["):
+            found = sorted(q for q in Path().glob(s) if q.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            raise SourceError(f"no such file or folder: {s}")
+        if not found:
+            raise SourceError(f"{s}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        out += found
+    return out
+
+
+def read_rgb(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8, or a SourceError naming the file."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise SourceError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+@torch.no_grad()
+def detect(model: torch.nn.Module, image: torch.Tensor, size: int, device: torch.device, conf: float, iou: float,
+           max_det: int = 300) -> torch.Tensor:
+    """(n, 6) x1, y1, x2, y2, score, class in ``image``'s pixels."""
+    from gelanc.postprocess import nms, unletterbox
+
+    boxed, _ = letterbox(image, torch.zeros(0, 4), size)
+    out = model(boxed.unsqueeze(0).to(device).float() / 255)
+    det = nms(out[0].float(), conf=conf, iou=iou, max_det=max_det)[0].cpu()
+    det[:, :4] = unletterbox(det[:, :4], size, tuple(image.shape[1:]))
+    return det
+
+
+def as_json(path: Path, image: torch.Tensor, det: torch.Tensor, names: list[str]) -> dict:
+    return {"image": str(path), "width": int(image.shape[2]), "height": int(image.shape[1]),
+            "detections": [{"box": [round(float(v), 2) for v in d[:4]], "score": round(float(d[4]), 4),
+                            "class": int(d[5]), "name": names[int(d[5])] if int(d[5]) < len(names) else str(int(d[5]))}
+                           for d in det]}
+
+
+def draw(image: torch.Tensor, det: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """The image with each detection's box and "name score" label (torchvision's drawing)."""
+    from torchvision.utils import draw_bounding_boxes
+
+    if len(det) == 0:
+        return image
+    cls = det[:, 5].long().tolist()
+    labels = [f"{names[c] if c < len(names) else c} {s:.2f}" for c, s in zip(cls, det[:, 4].tolist())]
+    side = max(image.shape[1:])
+    colours = [PALETTE[c % len(PALETTE)] for c in cls]
+    # white text on a box-coloured tab, readable on any background
+    return draw_bounding_boxes(image, det[:, :4], labels=labels, colors=colours, width=max(1, round(side / 320)),
+                               font=_font(), font_size=max(9, round(side / 36)), label_colors="white",
+                               label_background_colors=colours, fill_labels=True)
+
+
+def _font() -> str | None:
+    """A TrueType font for the labels: matplotlib's DejaVu Sans, which it always ships."""
+    from matplotlib import font_manager
+
+    try:
+        return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+    except Exception:  # noqa: BLE001 - no font: torchvision's small bitmap one
+        return None
+
+
+def run(model: torch.nn.Module, paths: list[Path], names: list[str], size: int, device: torch.device,
+        conf: float, iou: float, max_det: int = 300) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+    """(path, image, detections) for each image in turn."""
+    model.eval()
+    for p in paths:
+        image = read_rgb(p)
+        yield p, image, detect(model, image, size, device, conf, iou, max_det)
+
+
+def write_image(path: Path, image: torch.Tensor) -> None:
+    """PNG or JPEG by the suffix, written whole (torchvision's encoders)."""
+    from torchvision.io import encode_jpeg, encode_png
+
+    from gelanc.atomic import write_bytes
+
+    data = encode_jpeg(image, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") else encode_png(image)
+    write_bytes(path, data.numpy().tobytes())

@@ -1,0 +1,84 @@
+"""The training recipe: the reference's ``hyp.scratch-high.yaml``, validated.
+
+Every field has the reference's value as its default, so ``Hyp()`` is the recipe the
+paper's models were trained with; a ``--hyp FILE`` YAML overrides any subset. Unknown
+keys are an error (a misspelt ``mixup`` must not be silently ignored), except the
+reference's anchor-era keys, which are accepted and ignored so that its own
+hyp files load unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# keys of the reference's hyp files that this loss (anchor-free, no objectness) has no use for
+IGNORED = ("obj", "obj_pw", "cls_pw", "iou_t", "anchor_t", "fl_gamma", "label_smoothing", "copy_paste", "anchors")
+
+class Hyp(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # optimisation (SGD, nesterov)
+    lr0: float = Field(0.01, gt=0, description="initial learning rate")
+    lrf: float = Field(0.01, gt=0, le=1, description="final learning rate, as a fraction of lr0 (linear decay)")
+    momentum: float = Field(0.937, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(0.0005, ge=0, description="on conv weights only, scaled to the nominal batch")
+    warmup_epochs: float = Field(3.0, ge=0, description="linear warmup (at least 100 iterations)")
+    warmup_momentum: float = Field(0.8, ge=0, lt=1, description="momentum at the start of warmup")
+    warmup_bias_lr: float = Field(0.1, ge=0, description="bias learning rate at the start of warmup")
+    nbs: int = Field(64, ge=1, description="nominal batch size: gradients accumulate to it")
+    clip_grad: float = Field(10.0, gt=0, description="gradient norm clip")
+    ema_decay: float = Field(0.9999, ge=0, lt=1, description="EMA decay, ramped up as 1 - exp(-updates / ema_tau)")
+    ema_tau: float = Field(2000.0, gt=0, description="EMA ramp-up, in optimizer steps")
+
+    # loss (loss_tal_dual)
+    box: float = Field(7.5, ge=0, description="CIoU gain")
+    cls: float = Field(0.5, ge=0, description="BCE gain")
+    dfl: float = Field(1.5, ge=0, description="distribution focal loss gain")
+    aux_weight: float = Field(0.25, ge=0, description="weight of PGI's auxiliary head's terms")
+    topk: int = Field(10, ge=1, description="TaskAlignedAssigner: candidates per object")
+    alpha: float = Field(0.5, ge=0, description="TaskAlignedAssigner: class-score exponent")
+    beta: float = Field(6.0, ge=0, description="TaskAlignedAssigner: IoU exponent")
+
+    # augmentation
+    hsv_h: float = Field(0.015, ge=0, le=0.5, description="hue gain (fraction of the colour wheel)")
+    hsv_s: float = Field(0.7, ge=0, le=1, description="saturation gain")
+    hsv_v: float = Field(0.4, ge=0, le=1, description="value gain")
+    degrees: float = Field(0.0, ge=0, le=180, description="rotation, ± degrees")
+    translate: float = Field(0.1, ge=0, le=0.5, description="translation, ± fraction of the image")
+    scale: float = Field(0.9, ge=0, lt=1, description="scale gain: zoom in 1 ± scale")
+    shear: float = Field(0.0, ge=0, le=90, description="shear, ± degrees")
+    flipud: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    fliplr: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    mosaic: float = Field(1.0, ge=0, le=1, description="probability of a 4-image mosaic")
+    mixup: float = Field(0.15, ge=0, le=1, description="probability of mixing in a second mosaic")
+    close_mosaic: int = Field(15, ge=0, description="epochs at the end without mosaic or mixup "
+                                                    "(at most 10% of a shorter run)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_reference_keys(cls, data):
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in IGNORED}
+        return data
+
+    def mosaic_epochs(self, epochs: int) -> int:
+        """The epochs that use mosaic: all but the last ``close_mosaic``, which a short run
+        scales down to a tenth of its length (15 of the reference's 500 epochs is 3%;
+        a 30-epoch run on the synthetic set closes 3)."""
+        closed = min(self.close_mosaic, max(1, round(0.1 * epochs))) if self.close_mosaic else 0
+        return max(0, epochs - closed)
+
+
+class HypError(Exception):
+    """An invalid hyper-parameter file: a user error (exit 2)."""
+
+
+def load_hyp(path: str | Path | None = None, **overrides) -> Hyp:
+    """The recipe from a YAML file (any subset of :class:`Hyp`'s fields) and ``overrides``,
+    or the defaults."""
+    from gelanc.yamlfile import read_mapping, validate
+
+    raw = read_mapping(path, HypError, "hyper-parameter") if path is not None else {}
+    return validate(Hyp, {**raw, **overrides}, HypError, str(path or "hyper-parameters"))

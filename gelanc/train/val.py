@@ -1,0 +1,73 @@
+"""Validation: a model's mAP on a split, by pycocotools, after torchvision's NMS.
+
+The images are letterboxed to a square, as in training, and the boxes are scored in
+that canvas: scaling an image and its boxes alike changes no IoU, so mAP@0.5 and
+mAP@0.5:0.95 are those of the original images (only COCO's small/medium/large
+breakdown, which gelanc does not report, would move).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision.ops import box_convert
+
+# the reference's val.py settings for mAP: every box over 0.001, NMS IoU 0.7, 300 a picture
+CONF, IOU, MAX_DET = 0.001, 0.7, 300
+
+
+def ground_truths(targets: torch.Tensor, batch: int, size: int) -> list[torch.Tensor]:
+    """Collated targets (N, 6: image, class, cx, cy, w, h normalised) → per image
+    (m, 5): class, x1, y1, x2, y2 in pixels of the ``size`` canvas."""
+    xyxy = box_convert(targets[:, 2:6] * size, "cxcywh", "xyxy")
+    rows = torch.cat([targets[:, 1:2], xyxy], 1)
+    index = targets[:, 0].long()
+    return [rows[index == i] for i in range(batch)]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision on CUDA when a dtype is given; full precision otherwise."""
+    if dtype is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], device: torch.device,
+             amp: torch.dtype | None = None, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET,
+             progress: bool = False) -> dict:
+    """mAP of ``model`` (a deploy graph, or a train graph: its main head) on ``loader``'s
+    letterboxed batches. Returns :func:`gelanc.train.metrics.coco_map`'s dict with the
+    inference speed beside it."""
+    from gelanc.postprocess import nms
+    from gelanc.train.metrics import coco_map
+
+    was_training = model.training
+    model.eval()
+    dets: list[torch.Tensor] = []
+    gts: list[torch.Tensor] = []
+    seconds, images = 0.0, 0
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="validating", leave=False, unit="batch", dynamic_ncols=True)
+    for imgs, targets, _ in batches:
+        x = imgs.to(device, non_blocking=True).float() / 255
+        t = time.perf_counter()
+        with autocast(device, amp):
+            out = model(x)
+        pred = out[0].float()  # eval mode: (decoded main-head predictions, raw maps)
+        dets += [d.cpu() for d in nms(pred, conf=conf, iou=iou, max_det=max_det, multi_label=True)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - t
+        images += len(imgs)
+        gts += ground_truths(targets, len(imgs), x.shape[-1])
+    model.train(was_training)
+    result = coco_map(dets, gts, names)
+    result["ms_per_image"] = 1000 * seconds / max(images, 1)
+    return result

@@ -1,0 +1,135 @@
+"""mAP by pycocotools: cases whose values are worked out by hand.
+
+COCO's AP: for each IoU threshold 0.50, 0.55 … 0.95, the precision (made monotone
+from the right) is read at the 101 recall points 0, 0.01 … 1 — 0 beyond the highest
+recall reached — and averaged. mAP@0.5:0.95 averages that over the 10 thresholds.
+"""
+
+import time
+
+import pytest
+import torch
+
+from gelanc.train.metrics import coco_map
+
+NAMES = ["a", "b", "c"]
+
+
+def gt(*rows) -> torch.Tensor:
+    """(m, 5) class, x1, y1, x2, y2."""
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)
+
+
+def det(*rows) -> torch.Tensor:
+    """(n, 6) x1, y1, x2, y2, score, class."""
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+
+
+def test_detections_equal_to_the_ground_truths_score_1():
+    gts = [gt([0, 10, 10, 50, 60], [1, 100, 100, 200, 150]), gt([2, 0, 0, 30, 30])]
+    dets = [det([10, 10, 50, 60, 0.9, 0], [100, 100, 200, 150, 0.8, 1]), det([0, 0, 30, 30, 0.7, 2])]
+    r = coco_map(dets, gts, NAMES)
+    assert r["map50"] == pytest.approx(1) and r["map"] == pytest.approx(1) and r["map75"] == pytest.approx(1)
+    assert r["images"] == 2 and r["instances"] == 3
+    assert set(r["per_class"]) == {"a", "b", "c"}
+    assert all(c["map"] == pytest.approx(1) for c in r["per_class"].values())
+    assert r["precision"] == pytest.approx(1) and r["recall"] == pytest.approx(1)
+
+
+def test_detections_far_away_score_0():
+    gts = [gt([0, 10, 10, 50, 60])]
+    r = coco_map([det([300, 300, 340, 350, 0.9, 0])], gts, NAMES)
+    assert r["map50"] == 0 and r["map"] == 0
+    assert r["precision"] == 0 and r["recall"] == 0
+
+
+def test_the_right_box_of_the_wrong_class_scores_0():
+    r = coco_map([det([10, 10, 50, 60, 0.9, 1])], [gt([0, 10, 10, 50, 60])], NAMES)
+    assert r["map50"] == 0
+
+
+def test_one_of_two_found():
+    # Two objects, one found exactly: precision 1 up to recall 0.5, then nothing. The
+    # recall points 0, 0.01 … 0.50 (51 of the 101) read precision 1, the other 50 read 0:
+    # AP = 51/101 at every IoU threshold (the box is exact), so mAP = map50 = 51/101.
+    gts = [gt([0, 0, 0, 100, 100], [0, 200, 200, 300, 300])]
+    r = coco_map([det([0, 0, 100, 100, 0.9, 0])], gts, NAMES)
+    assert r["map50"] == pytest.approx(51 / 101) and r["map"] == pytest.approx(51 / 101)
+    assert r["recall"] == pytest.approx(0.5) and r["precision"] == pytest.approx(1)
+
+
+def test_iou_082_counts_for_7_of_the_10_thresholds():
+    # gt 100×100, detection 100×82 inside it: IoU 0.82, a match at 0.50 … 0.80 (7
+    # thresholds, AP 1 each), a miss at 0.85 … 0.95 (AP 0): mAP = 7/10, map75 = 1.
+    r = coco_map([det([0, 0, 100, 82, 0.9, 0])], [gt([0, 0, 0, 100, 100])], NAMES)
+    assert r["map50"] == pytest.approx(1) and r["map75"] == pytest.approx(1)
+    assert r["map"] == pytest.approx(0.7)
+
+
+def test_a_false_positive_ranked_first_halves_the_precision():
+    # The FP (score 0.9, on an image with no objects) comes before the TP (0.8): at
+    # recall 1 the precision is 1/2, and made monotone it is 1/2 at every recall
+    # point, so AP = 0.5. Ranked after the TP, it costs nothing: AP = 1.
+    gts = [gt([0, 0, 0, 100, 100]), gt()]
+    first = coco_map([det([0, 0, 100, 100, 0.8, 0]), det([0, 0, 50, 50, 0.9, 0])], gts, NAMES)
+    last = coco_map([det([0, 0, 100, 100, 0.8, 0]), det([0, 0, 50, 50, 0.7, 0])], gts, NAMES)
+    assert first["map50"] == pytest.approx(0.5) and last["map50"] == pytest.approx(1)
+    assert first["instances"] == 1 and first["images"] == 2
+
+
+def test_classes_without_ground_truth_are_left_out_of_the_mean():
+    # a: found (AP 1); b: missed (AP 0); c: no objects, one false detection → not counted
+    gts = [gt([0, 0, 0, 100, 100], [1, 200, 200, 300, 300])]
+    dets = [det([0, 0, 100, 100, 0.9, 0], [400, 400, 450, 450, 0.9, 2])]
+    r = coco_map(dets, gts, NAMES)
+    assert r["map50"] == pytest.approx(0.5) and r["map"] == pytest.approx(0.5)
+    assert set(r["per_class"]) == {"a", "b"}
+    assert r["per_class"]["a"]["map50"] == pytest.approx(1) and r["per_class"]["b"]["map50"] == 0
+    assert r["per_class"]["b"]["instances"] == 1
+
+
+def test_precision_and_recall_at_a_confidence():
+    # class a: TP 0.9, FP 0.5, TP 0.1 of 2 objects; at conf 0.25: P = 1/2, R = 1/2
+    gts = [gt([0, 0, 0, 100, 100], [0, 200, 200, 300, 300])]
+    dets = [det([0, 0, 100, 100, 0.9, 0], [500, 500, 550, 550, 0.5, 0], [200, 200, 300, 300, 0.1, 0])]
+    r = coco_map(dets, gts, NAMES, conf=0.25)
+    assert r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)
+    r = coco_map(dets, gts, NAMES, conf=0.05)
+    assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(1)
+
+
+def test_no_detections_at_all_is_0_not_a_crash(capsys):
+    gts = [gt([0, 0, 0, 100, 100]), gt()]
+    r = coco_map([det(), det()], gts, NAMES)
+    assert r["map50"] == 0 and r["map"] == 0 and r["instances"] == 1
+    assert capsys.readouterr().out == ""  # pycocotools' prints silenced
+
+
+def test_no_ground_truth_at_all_is_0():
+    r = coco_map([det([0, 0, 10, 10, 0.9, 0])], [gt()], NAMES)
+    assert r["map50"] == 0 and r["per_class"] == {} and r["instances"] == 0
+    assert coco_map([], [], NAMES)["images"] == 0
+
+
+def test_verbose_lets_pycocotools_speak(capsys):
+    coco_map([det([0, 0, 10, 10, 0.9, 0])], [gt([0, 0, 0, 10, 10])], NAMES, verbose=True)
+    assert "Accumulating" in capsys.readouterr().out
+
+
+def test_mismatched_lists_are_an_error():
+    with pytest.raises(ValueError, match="2 images"):
+        coco_map([det(), det()], [gt()], NAMES)
+
+
+def test_a_validation_sized_run_is_quick():
+    torch.manual_seed(0)
+    gts, dets = [], []
+    for _ in range(64):
+        xy, wh = torch.rand(10, 2) * 500, torch.rand(10, 2) * 100 + 10
+        gts.append(torch.cat([torch.randint(0, 3, (10, 1)).float(), xy, xy + wh], 1))
+        xy, wh = torch.rand(300, 2) * 500, torch.rand(300, 2) * 100 + 10
+        dets.append(torch.cat([xy, xy + wh, torch.rand(300, 1), torch.randint(0, 3, (300, 1)).float()], 1))
+    t = time.perf_counter()
+    r = coco_map(dets, gts, NAMES)
+    assert time.perf_counter() - t < 10
+    assert 0 <= r["map"] <= r["map50"] < 1 and r["instances"] == 640

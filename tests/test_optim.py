@@ -1,0 +1,118 @@
+"""The optimisation recipe: hyper-parameter files, parameter groups, schedule, EMA."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gelanc.train.hyp import Hyp, HypError, load_hyp
+from gelanc.train.optim import (
+    accumulation,
+    ema_decay,
+    lr_factor,
+    make_ema,
+    make_optimizer,
+    param_groups,
+    set_schedule,
+    warmup_iterations,
+)
+
+
+def test_defaults_are_the_reference_recipe():
+    h = Hyp()
+    assert (h.lr0, h.lrf, h.momentum, h.weight_decay) == (0.01, 0.01, 0.937, 0.0005)
+    assert (h.warmup_epochs, h.warmup_momentum, h.warmup_bias_lr) == (3.0, 0.8, 0.1)
+    assert (h.box, h.cls, h.dfl, h.aux_weight) == (7.5, 0.5, 1.5, 0.25)
+    assert (h.topk, h.alpha, h.beta) == (10, 0.5, 6.0)
+    assert (h.hsv_h, h.hsv_s, h.hsv_v, h.translate, h.scale, h.fliplr, h.mosaic, h.mixup) == (
+        0.015, 0.7, 0.4, 0.1, 0.9, 0.5, 1.0, 0.15)
+
+
+def test_hyp_file_overrides_and_reference_keys_are_accepted(tmp_path):
+    f = tmp_path / "hyp.yaml"
+    f.write_text("lr0: 0.02\nmixup: 0.0\nobj: 0.7\nanchor_t: 5.0\n")  # obj, anchor_t: the reference's own keys
+    h = load_hyp(f)
+    assert h.lr0 == 0.02 and h.mixup == 0.0 and h.momentum == 0.937
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mixpu: 0.1\n", "mixpu: not a setting gelanc knows"),
+    ("lr0: -1\n", "lr0: Input should be greater than 0"),
+    ("fliplr: 2\n", "fliplr: Input should be less than or equal to 1"),
+    ("lr0: [1\n", r"hyp.yaml:2:1: not valid YAML"),
+    ("- 1\n", "expected a mapping"),
+])
+def test_bad_hyp_files_are_located_errors(tmp_path, text, message):
+    f = tmp_path / "hyp.yaml"
+    f.write_text(text)
+    with pytest.raises(HypError, match=message):
+        load_hyp(f)
+
+
+def test_mosaic_closes_for_the_last_epochs_scaled_to_the_run():
+    h = Hyp()
+    assert h.mosaic_epochs(500) == 485  # the reference: the last 15 of 500
+    assert h.mosaic_epochs(30) == 27  # a short run closes a tenth
+    assert h.mosaic_epochs(1) == 0
+    assert Hyp(close_mosaic=0).mosaic_epochs(30) == 30
+
+
+def _tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+
+
+def test_weight_decay_only_on_conv_weights():
+    m = _tiny()
+    g = param_groups(m)
+    assert [p.shape for p in g["decay"]] == [m[0].weight.shape, m[2].weight.shape]
+    assert [p.shape for p in g["bn"]] == [m[1].weight.shape]
+    assert [p.shape for p in g["bias"]] == [m[1].bias.shape, m[2].bias.shape]
+    opt = make_optimizer(m, batch=16, hyp=Hyp())
+    decays = [grp["weight_decay"] for grp in opt.param_groups]
+    assert decays[:2] == [0.0, 0.0] and decays[2] == pytest.approx(0.0005)  # 16 × 4 accumulated = 64
+    assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.937
+    assert accumulation(16, Hyp()) == 4 and accumulation(128, Hyp()) == 1
+
+
+def test_fixed_parameters_are_not_optimised():
+    m = _tiny()
+    m[2].weight.requires_grad_(False)
+    assert all(p is not m[2].weight for g in param_groups(m).values() for p in g)
+
+
+def test_schedule_warms_up_then_decays_linearly():
+    h = Hyp()
+    m = _tiny()
+    opt = make_optimizer(m, 16, h)
+    warm = warmup_iterations(10, h)
+    assert warm == 100  # 3 epochs of 10 batches is less than the floor of 100
+    acc = set_schedule(opt, 0, 0, 10, warm, 16, h)
+    assert acc == 1
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(0.1), 0.0, 0.0]
+    assert opt.param_groups[0]["momentum"] == pytest.approx(0.8)
+    set_schedule(opt, 50, 5, 10, warm, 16, h)
+    target = 0.01 * lr_factor(5, 10, h)
+    assert opt.param_groups[1]["lr"] == pytest.approx(target / 2)
+    assert opt.param_groups[0]["lr"] == pytest.approx((0.1 + target) / 2)
+    assert set_schedule(opt, 100, 9, 10, warm, 16, h) == 4
+    assert all(g["lr"] == pytest.approx(0.01 * (0.1 * 0.99 + 0.01)) for g in opt.param_groups)
+    assert lr_factor(0, 10, h) == 1 and lr_factor(10, 10, h) == pytest.approx(0.01)
+
+
+def test_ema_follows_the_ramped_decay():
+    h = Hyp(ema_tau=2.0)
+    m = _tiny()
+    ema = make_ema(m, h)
+    ema.update_parameters(m)  # the first update copies
+    before = m[0].weight.detach().clone()
+    with torch.no_grad():
+        m[0].weight.add_(1.0)
+        m[1].running_mean.add_(2.0)
+    ema.update_parameters(m)
+    d = ema_decay(1, h)
+    assert d == pytest.approx(0.9999 * (1 - math.exp(-0.5)))
+    assert torch.allclose(ema.module[0].weight, d * before + (1 - d) * (before + 1), atol=1e-6)
+    assert torch.allclose(ema.module[1].running_mean, torch.full((4,), (1 - d) * 2.0), atol=1e-6)
+    assert int(ema.module[1].num_batches_tracked) == int(m[1].num_batches_tracked)
+    assert not any(p.requires_grad for p in ema.parameters())
