@@ -379,7 +379,9 @@ def cmd_val(args) -> int:
     device = _device(args.device)
     loader = DataLoader(YoloDataset(data.val, imgsz), batch_size=args.batch, num_workers=args.workers,
                         collate_fn=collate)
-    r = evaluate(m.to(device), loader, data.names, device, conf=args.conf, iou=args.iou, progress=not args.json)
+    r = evaluate(m, loader, data.names, device, conf=args.conf, iou=args.iou, progress=not args.json, fast=True,
+                 compile=args.compile)
+    print(f"inference: {args.graph} graph, {r['how']} on {device.type}", file=sys.stderr)
     r.update(checkpoint=args.checkpoint, graph=args.graph, data=str(data_path), imgsz=imgsz)
     if args.json:
         print(json.dumps(r, indent=2))
@@ -393,6 +395,7 @@ def cmd_val(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from gelanc.fastpath import prepare
     from gelanc.predict import as_json, draw, find_images, run, write_image
     from gelanc.torch_fx import heads
     from gelanc.train.loop import CKPT_KEY
@@ -405,9 +408,11 @@ def cmd_predict(args) -> int:
         raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride {stride}")
     paths = find_images(args.sources)
     device = _device(args.device)
+    fast = prepare(m, device, images=len(paths), compile=args.compile)
+    print(f"inference: deploy graph, {fast.description} on {device.type}", file=sys.stderr)
     out = Path(args.out)
     results, used = [], set()
-    for path, image, det in run(m.to(device), paths, names, imgsz, device, args.conf, args.iou, args.max_det):
+    for path, image, det in run(fast, paths, imgsz, args.conf, args.iou, args.max_det):
         results.append(as_json(path, image, det, names))
         if not args.no_save:
             suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
@@ -434,6 +439,37 @@ def cmd_predict(args) -> int:
         n = len(results)
         print(f"wrote {out / 'predictions.json'}" + ("" if args.no_save else f" and {n} drawn image{'s' * (n != 1)}"))
     return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from gelanc.bench import CPU_MODES, CUDA_MODES, report, run
+
+    device = _device(args.device)
+    allowed = CUDA_MODES if device.type == "cuda" else CPU_MODES
+    bad = [m for m in args.modes or [] if m not in allowed]
+    if bad:
+        raise UserError(f"--modes {' '.join(bad)}: on {device.type} the modes are {', '.join(allowed)}")
+    models = [_zoo_spec(m) for m in args.models]
+    progress = None if args.json else (lambda what: print(f"measuring {what}…", file=sys.stderr, flush=True))
+    r = run(device, models, args.imgsz, tuple(args.batch) if args.batch else None,
+            tuple(args.modes) if args.modes else None, args.train_batch, args.quick, progress)
+    if args.output:
+        write_text(args.output, json.dumps(r, indent=1))
+    print(json.dumps(r, indent=1) if args.json else report(r))
+    return EXIT_OK
+
+
+def _zoo_spec(name: str) -> Path:
+    """A zoo model by name (gelan-c) or a spec file."""
+    from gelanc.dsl.loader import library_root
+
+    p = Path(name)
+    if p.is_file():
+        return p
+    zoo = library_root() / "specs" / f"{name}.gel"
+    if not zoo.is_file():
+        raise UserError(f"'{name}' is neither a spec file nor a zoo model (gelan-t … yolov9-e)")
+    return zoo
 
 
 # ---- wiring -----------------------------------------------------------------------
@@ -570,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001)")
     va.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     va.add_argument("--graph", choices=["deploy", "train"], default="deploy")
+    va.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile the model (default: on CPU from 256 images, where it pays off)")
     _common(va)
     va.set_defaults(func=cmd_val)
 
@@ -585,8 +623,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--out", default="runs/predict", metavar="DIR", help="default runs/predict")
     pr.add_argument("--no-save", action="store_true", help="write predictions.json only, no drawn images")
     pr.add_argument("--device", metavar="cpu|cuda|0")
+    pr.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile the model (default: on CPU from 256 images, where it pays off)")
     _common(pr)
     pr.set_defaults(func=cmd_predict)
+
+    bn = sub.add_parser("bench", help="speed of the compiler and the models on this machine, against its matmul rate",
+                        description="Measure compile and stats time over the zoo, inference latency and throughput "
+                                    "of the train and deploy modules (eager, channels-last, torch.compile; on CUDA "
+                                    "also fp16/bf16 and CUDA graphs), a training step and peak memory — each "
+                                    "inference figure also as a fraction of this machine's measured matmul "
+                                    "FLOP/s.")
+    bn.add_argument("--device", metavar="cpu|cuda|0", help="default: cuda if available, else cpu")
+    bn.add_argument("--models", nargs="+", default=["gelan-c"], metavar="MODEL",
+                    help="zoo models or spec files (default gelan-c); the last one also trains a step")
+    bn.add_argument("--imgsz", type=int, default=640, metavar="N")
+    bn.add_argument("--batch", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                    help="the two inference batch sizes (default 1 8 on CPU, 1 32 on CUDA)")
+    bn.add_argument("--modes", nargs="+", metavar="MODE",
+                    help="eager channels_last compile (and on CUDA fp16 bf16 cuda_graphs); default all")
+    bn.add_argument("--train-batch", type=int, metavar="N", help="training-step batch (default 2 on CPU, 16 on CUDA)")
+    bn.add_argument("--quick", action="store_true", help="fewer runs and a smaller roofline; the given models only")
+    bn.add_argument("-o", "--output", metavar="FILE.json", help="also write the results as JSON")
+    _common(bn)
+    bn.set_defaults(func=cmd_bench)
     return p
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from gelanc.data.dataset import IMAGE_SUFFIXES, letterbox
+from gelanc.fastpath import Prepared
 
 # 20 distinct colours (the tab20 palette's strong half, then its light half), one a class
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -55,13 +56,13 @@ def read_rgb(path: Path) -> torch.Tensor:
 
 
 @torch.no_grad()
-def detect(model: torch.nn.Module, image: torch.Tensor, size: int, device: torch.device, conf: float, iou: float,
-           max_det: int = 300) -> torch.Tensor:
+def detect(model: Prepared, image: torch.Tensor, size: int, conf: float, iou: float, max_det: int = 300
+           ) -> torch.Tensor:
     """(n, 6) x1, y1, x2, y2, score, class in ``image``'s pixels."""
     from gelanc.postprocess import nms, unletterbox
 
     boxed, _ = letterbox(image, torch.zeros(0, 4), size)
-    out = model(boxed.unsqueeze(0).to(device).float() / 255)
+    out = model.module(model.convert(boxed.unsqueeze(0).float() / 255))
     det = nms(out[0].float(), conf=conf, iou=iou, max_det=max_det)[0].cpu()
     det[:, :4] = unletterbox(det[:, :4], size, tuple(image.shape[1:]))
     return det
@@ -100,13 +101,12 @@ def _font() -> str | None:
         return None
 
 
-def run(model: torch.nn.Module, paths: list[Path], names: list[str], size: int, device: torch.device,
-        conf: float, iou: float, max_det: int = 300) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
-    """(path, image, detections) for each image in turn."""
-    model.eval()
+def run(model: Prepared, paths: list[Path], size: int, conf: float, iou: float, max_det: int = 300
+        ) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
+    """(path, image, detections) for each image in turn, ``model`` from :func:`gelanc.fastpath.prepare`."""
     for p in paths:
         image = read_rgb(p)
-        yield p, image, detect(model, image, size, device, conf, iou, max_det)
+        yield p, image, detect(model, image, size, conf, iou, max_det)
 
 
 def write_image(path: Path, image: torch.Tensor) -> None:

@@ -435,8 +435,9 @@ def validate(ema_module, graph: str, loader, names, device, amp, progress) -> di
     from gelanc.torch_fx import deploy_module
     from gelanc.train.val import evaluate
 
-    model = deploy_module(ema_module).to(device) if graph == "deploy" else ema_module
-    return evaluate(model, loader, names, device, amp=amp, progress=progress)
+    if graph == "deploy":  # a module of its own: the fast path may convert it
+        return evaluate(deploy_module(ema_module), loader, names, device, progress=progress, fast=True, compile=False)
+    return evaluate(ema_module, loader, names, device, amp=amp, progress=progress)
 
 
 def _duration(seconds: float) -> str:

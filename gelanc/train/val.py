@@ -38,15 +38,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], device: torch.device,
              amp: torch.dtype | None = None, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET,
-             progress: bool = False) -> dict:
+             progress: bool = False, fast: bool = False, compile: bool | None = None) -> dict:
     """mAP of ``model`` (a deploy graph, or a train graph: its main head) on ``loader``'s
     letterboxed batches. Returns :func:`gelanc.train.metrics.coco_map`'s dict with the
-    inference speed beside it."""
+    inference speed beside it, and ``how`` it ran.
+
+    ``fast`` runs it in the device's fastest configuration (:mod:`gelanc.fastpath`),
+    which converts ``model`` in place — pass a module of its own; otherwise it runs as
+    it is, under autocast to ``amp`` on CUDA."""
     from gelanc.postprocess import nms
     from gelanc.train.metrics import coco_map
 
     was_training = model.training
     model.eval()
+    convert, how = (lambda x: x), "as it is"
+    if fast:
+        from gelanc.fastpath import prepare
+
+        p = prepare(model, device, images=len(loader.dataset), compile=compile)
+        model, convert, how, amp = p.module, p.convert, p.description, None
     dets: list[torch.Tensor] = []
     gts: list[torch.Tensor] = []
     seconds, images = 0.0, 0
@@ -56,7 +66,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
 
         batches = tqdm(loader, desc="validating", leave=False, unit="batch", dynamic_ncols=True)
     for imgs, targets, _ in batches:
-        x = imgs.to(device, non_blocking=True).float() / 255
+        x = convert(imgs.to(device, non_blocking=True).float() / 255)
         t = time.perf_counter()
         with autocast(device, amp):
             out = model(x)
@@ -70,4 +80,5 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
     model.train(was_training)
     result = coco_map(dets, gts, names)
     result["ms_per_image"] = 1000 * seconds / max(images, 1)
+    result["how"] = how
     return result
