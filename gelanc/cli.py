@@ -175,8 +175,8 @@ def cmd_export(args) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"wrote {report['path']}: {args.format}, input {'×'.join(map(str, report['input']))} "
-              f"{report['dtype']}{' (dynamic)' if args.dynamic else ''}, checked against PyTorch: "
-              f"max error {report['max_rel_error']:.1e} of the output's scale")
+              f"{report['dtype']}{' (dynamic)' if args.dynamic else ''}, {report['layout']} weights, "
+              f"checked against PyTorch: max error {report['max_rel_error']:.1e} of the output's scale")
     return EXIT_OK
 
 

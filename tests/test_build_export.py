@@ -92,3 +92,13 @@ def test_export_train_graph_needs_train_source(tmp_path, capsys):
     gelanc.save(d, tmp_path / "d.pt")
     assert main(["export", str(tmp_path / "d.pt"), "--format", "pt2", "--train"]) == 2
     assert "holds a deploy graph" in capsys.readouterr().err
+
+
+def test_files_that_run_in_pytorch_keep_channels_last_weights(tmp_path):
+    m = gelanc.deploy(gelanc.compile(SPECS / "gelan-t.gel"))
+    report = export(m, "torchscript", tmp_path / "m.torchscript", (64, 64))
+    assert report["layout"] == "channels-last"
+    loaded = torch.jit.load(str(tmp_path / "m.torchscript"))
+    convs = [p for n, p in loaded.named_parameters() if p.dim() == 4 and p.shape[-1] == 3]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert export(m, "onnx", tmp_path / "m.onnx", (64, 64))["layout"] == "default"
