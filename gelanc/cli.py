@@ -340,6 +340,15 @@ def _checkpoint_model(path: str, graph: str):
     return m, ckpt
 
 
+def _check_imgsz(m, imgsz: int) -> None:
+    """A square size the network is built for, or a user error naming its stride."""
+    from gelanc.torch_fx import heads
+
+    stride = int(max(heads(m)[0].strides))
+    if imgsz < stride or imgsz % stride:
+        raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride, {stride}")
+
+
 def _names(ckpt: dict, nc: int) -> list[str]:
     names = ckpt.get("names")
     return list(names) if names else [str(i) for i in range(nc)]
@@ -372,6 +381,7 @@ def cmd_val(args) -> int:
     run = ckpt.get(CKPT_KEY, {}).get("args", {})
     data_path = Path(args.data or run.get("data") or default_data(ddp.World()))
     imgsz = args.imgsz or run.get("imgsz") or 640
+    _check_imgsz(m, imgsz)
     data = load_data(data_path, ddp.World())
     nc = heads(m)[0].nc
     if nc != len(data.names):
@@ -403,9 +413,7 @@ def cmd_predict(args) -> int:
     m, ckpt = _checkpoint_model(args.checkpoint, "deploy")
     names = _names(ckpt, heads(m)[0].nc)
     imgsz = args.imgsz or ckpt.get(CKPT_KEY, {}).get("args", {}).get("imgsz") or 640
-    stride = int(max(heads(m)[0].strides))
-    if imgsz % stride:
-        raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride {stride}")
+    _check_imgsz(m, imgsz)
     paths = find_images(args.sources)
     device = _device(args.device)
     fast = prepare(m, device, images=len(paths), compile=args.compile)
@@ -450,6 +458,8 @@ def cmd_bench(args) -> int:
     if bad:
         raise UserError(f"--modes {' '.join(bad)}: on {device.type} the modes are {', '.join(allowed)}")
     models = [_zoo_spec(m) for m in args.models]
+    if args.imgsz % 32 or args.imgsz < 32:
+        raise UserError(f"--imgsz {args.imgsz} is not a multiple of 32, the zoo's largest stride")
     progress = None if args.json else (lambda what: print(f"measuring {what}…", file=sys.stderr, flush=True))
     r = run(device, models, args.imgsz, tuple(args.batch) if args.batch else None,
             tuple(args.modes) if args.modes else None, args.train_batch, args.quick, progress)

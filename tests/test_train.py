@@ -200,6 +200,9 @@ def test_predict_draws_boxes_and_writes_json_in_original_pixels(data, tmp_path, 
         assert d["name"] in ("circle", "square", "triangle", "diamond")
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text()) == results
     assert (tmp_path / "pred" / "wide.png").is_file()
+    for cmd in (["predict", str(out / "last.pt"), str(img)], ["val", str(out / "last.pt")]):
+        code = main([*cmd, "--imgsz", "100", "--device", "cpu"])
+        assert code == 2 and "not a multiple of the model's largest stride, 32" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
