@@ -6,7 +6,8 @@
 
 * every device: channels-last memory (oneDNN's and cuDNN's fast convolution layouts;
   on the 2-core CI CPU gelan-c runs 1.25× faster than in the default layout);
-* CUDA: half precision — bf16 where the GPU has it, else fp16;
+* CUDA: half precision (fp16: its 10-bit mantissa keeps box coordinates exact to a
+  fraction of a pixel, which bf16 does not);
 * CPU, for runs long enough to repay the compilation (``images`` ≥ 256):
   ``torch.compile`` with inductor's weight freezing, which pre-packs the weights and
   fuses each convolution with its activation (gelan-c: 0.26 s an image instead of
@@ -30,15 +31,13 @@ class Prepared:
     description: str
 
 
-def half_dtype() -> torch.dtype:
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def prepare(module: torch.nn.Module, device: torch.device, images: int = 1, compile: bool | None = None) -> Prepared:
     """``module`` (an eval-mode deploy or train graph) set up for inference on ``device``.
 
     ``compile``: None decides by ``images`` (CPU only); True or False forces it."""
-    dtype = half_dtype() if device.type == "cuda" else torch.float32
+    # fp16, not bf16, for inference: 10 bits of mantissa keep box coordinates to a fraction
+    # of a pixel; bf16's 7 round them to several (training's autocast may use bf16)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
     m = module.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
     if compile is None:
         compile = device.type == "cpu" and images >= COMPILE_FROM

@@ -175,3 +175,18 @@ def test_torch_compile_captures_whole_graph():
     main, aux = torch.compile(t, backend="aot_eager", fullgraph=True)(x)
     sum(o.sum() for o in [*main, *aux]).backward()
     assert t.get_submodule("stem1.conv").weight.grad is not None
+
+
+@torch.no_grad()
+def test_detect_decodes_half_precision_maps_in_float32():
+    """bf16 keeps 8 significant bits: a coordinate near 1000 px would be rounded to 4 px.
+    The decode runs in float32, so half-precision maps give the float32 boxes."""
+    from gelanc.torch_fx import Detect
+
+    det = Detect(nc=3, reg_max=16, strides=[8.0, 16.0, 32.0]).eval()
+    gen = torch.Generator().manual_seed(0)
+    maps = [torch.randn(1, 67, 1280 // s, 1280 // s, generator=gen).bfloat16() for s in (8, 16, 32)]
+    y_half, _ = det(*maps)
+    y_full, _ = det(*[m.float() for m in maps])
+    assert y_half.dtype == torch.float32
+    assert torch.allclose(y_half[:, :4], y_full[:, :4], atol=0.05)

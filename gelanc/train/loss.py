@@ -27,7 +27,7 @@ def anchor_grid(maps: list[torch.Tensor], strides: list[float]) -> tuple[torch.T
     the model's own ``make_anchors``, so that the loss decodes exactly as inference does."""
     from gelanc.torch_fx import make_anchors
 
-    return make_anchors([m.float() if m.dtype != torch.float32 else m for m in maps], strides, 0.5)
+    return make_anchors(maps, strides, 0.5, dtype=torch.float32)
 
 
 def targets_per_image(targets: torch.Tensor, batch: int, size: torch.Tensor) -> torch.Tensor:
