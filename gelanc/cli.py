@@ -482,6 +482,58 @@ def _zoo_spec(name: str) -> Path:
     return zoo
 
 
+def cmd_import_weights(args) -> int:
+    import gelanc
+    from gelanc import refckpt
+    from gelanc.refweights import load_reference, reference_state
+
+    ckpt = refckpt.read(args.checkpoint)
+    state, info = reference_state(ckpt)
+    params = _model_params(args.set)
+    if "nc" in info and "nc" not in params:
+        params["nc"] = info["nc"]
+    m = gelanc.compile(args.spec, **params)
+    load_reference(m, state, source=args.checkpoint)
+    imported = m.meta["gelanc"]["imported"]
+    out = Path(args.output or Path(args.checkpoint).with_suffix("").name + ".gelanc.pt")
+    extra = {"names": info["names"]} if "names" in info else {}
+    try:
+        gelanc.save(m, out, **extra)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    summary = {"checkpoint": args.checkpoint, "spec": args.spec, "output": str(out),
+               "layers": len(imported["layers"]), "dropped_layers": imported["dropped"],
+               "tensors": len(m.state_dict())}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        dropped = f"; left out the checkpoint's layers {', '.join(imported['dropped'])}" if imported["dropped"] else ""
+        print(f"wrote {out}: {summary['tensors']} tensors of {len(imported['layers'])} layers{dropped}")
+    return EXIT_OK
+
+
+def cmd_export_weights(args) -> int:
+    import gelanc
+    from gelanc.checkpoint import atomic_save
+    from gelanc.refweights import export_reference
+
+    m = gelanc.load(args.checkpoint)
+    if m.meta["gelanc"].get("deployed"):
+        raise UserError(f"{args.checkpoint} holds a deploy graph (BatchNorm folded); the reference's layout "
+                        f"needs the train graph's checkpoint")
+    state = export_reference(m)
+    try:
+        atomic_save(state, args.output)
+    except OSError as e:
+        raise UserError(f"cannot write {args.output}: {e.strerror or e}") from None
+    layers = sorted({int(k.split(".")[1]) for k in state})
+    if args.json:
+        print(json.dumps({"output": args.output, "tensors": len(state), "layers": layers}, indent=2))
+    else:
+        print(f"wrote {args.output}: {len(state)} tensors as model.{layers[0]} … model.{layers[-1]}")
+    return EXIT_OK
+
+
 # ---- wiring -----------------------------------------------------------------------
 
 
@@ -657,7 +709,29 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("-o", "--output", metavar="FILE.json", help="also write the results as JSON")
     _common(bn)
     bn.set_defaults(func=cmd_bench)
+    _add_weight_commands(sub)
     return p
+
+
+def _add_weight_commands(sub) -> None:
+    iw = sub.add_parser("import-weights", help="read a reference YOLOv9 checkpoint into a gelanc checkpoint",
+                        description="Read a checkpoint of the reference code (WongKinYiu/yolov9: yolov9-*.pt, "
+                                    "gelan-*.pt, *-converted.pt, or a state_dict from export-weights) without "
+                                    "its code and without running anything from the file, map its layers onto "
+                                    "SPEC by structure, and write a gelanc checkpoint embedding the spec.")
+    iw.add_argument("checkpoint", metavar="CKPT")
+    iw.add_argument("--spec", required=True, metavar="SPEC")
+    iw.add_argument("-o", "--output", metavar="OUT.pt", help="default CKPT.gelanc.pt in this folder")
+    _common(iw)
+    iw.set_defaults(func=cmd_import_weights)
+
+    ew = sub.add_parser("export-weights", help="a gelanc checkpoint's weights in the reference's layout",
+                        description="Write CKPT's train-graph weights as a state_dict in the reference's "
+                                    "layout (model.N.<submodule>), for the reference's tools.")
+    ew.add_argument("checkpoint", metavar="CKPT")
+    ew.add_argument("-o", "--output", required=True, metavar="OUT.pt")
+    _common(ew)
+    ew.set_defaults(func=cmd_export_weights)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -665,10 +739,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gelanc.checkpoint import CheckpointError
     from gelanc.data.config import DataError
     from gelanc.predict import SourceError
+    from gelanc.refckpt import ReferenceCheckpointError, UnsafePickle
+    from gelanc.refweights import WeightsError
     from gelanc.train.hyp import HypError
     from gelanc.train.loop import TrainError
 
-    return CheckpointError, DataError, SourceError, HypError, TrainError
+    return (CheckpointError, DataError, SourceError, HypError, TrainError, ReferenceCheckpointError, UnsafePickle,
+            WeightsError)
 
 
 def main(argv: list[str] | None = None) -> int:
