@@ -88,35 +88,78 @@ def reference_layers(state: dict[str, torch.Tensor]) -> list[Layer]:
     return [by_index.get(i, Layer(str(i))) for i in range(top + 1)]
 
 
-def align(ours: list[Layer], theirs: list[Layer]) -> dict[str, str]:
-    """Our unit name → their layer name, matching equal signatures in order.
+def _children(layer: Layer) -> dict[str, tuple]:
+    """A layer's tensors grouped by their first name part (its submodules), as signatures."""
+    groups: dict[str, dict[str, tuple]] = {}
+    for k, v in layer.tensors.items():
+        head, _, rest = k.partition(".")
+        groups.setdefault(head, {})[rest] = tuple(v.shape)
+    return {h: tuple(sorted(g.items())) for h, g in groups.items()}
 
-    An edit-distance alignment: matching two layers of equal signature costs nothing,
-    leaving out a layer costs 1 — a layer with tensors, far more, so that every weight
-    finds its place or the alignment says which could not."""
+
+def embed(ours: Layer, theirs: Layer) -> dict[str, str] | None:
+    """Our tensor names → theirs, where our layer is theirs or a part of it with its
+    submodules renamed; None where it is not.
+
+    The part case is PGI's dual head: a gelan model's ``DDetect`` (cv2, cv3, dfl) is the
+    main half of the yolov9 checkpoint's ``DualDDetect`` (cv4, cv5, dfl2 — the reference
+    puts the main half second), found as the submodules of equal signature, the later
+    ones preferred."""
+    if ours.signature() == theirs.signature():
+        return {k: k for k in ours.tensors}
+    mine, other = _children(ours), _children(theirs)
+    if len(mine) >= len(other):
+        return None
+    taken: set[str] = set()
+    rename: dict[str, str] = {}
+    for head, sig in mine.items():
+        match = next((h for h in reversed(list(other)) if other[h] == sig and h not in taken), None)
+        if match is None:
+            return None
+        taken.add(match)
+        rename[head] = match
+    return {k: f"{rename[k.partition('.')[0]]}.{k.partition('.')[2]}" for k in ours.tensors}
+
+
+def align(ours: list[Layer], theirs: list[Layer]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Our unit name → (their layer name, our tensor names → theirs), in order.
+
+    An edit-distance alignment: matching a layer to its equal costs nothing, to a layer
+    it is a renamed part of a little; leaving out a layer costs 1 — a layer with tensors,
+    far more, so that every weight finds its place or the alignment says which could not."""
     n, m = len(ours), len(theirs)
+    inf = float("inf")
     cost = [[0.0] * (m + 1) for _ in range(n + 1)]
 
     def skip(layer: Layer) -> float:
         return 1000.0 if layer.tensors else 1.0
 
+    fits: dict[tuple[int, int], dict[str, str] | None] = {}
+
+    def fit(i: int, j: int) -> dict[str, str] | None:
+        if (i, j) not in fits:
+            fits[(i, j)] = embed(ours[i], theirs[j]) if bool(ours[i].tensors) == bool(theirs[j].tensors) else None
+        return fits[(i, j)]
+
+    def match_cost(i: int, j: int) -> float:
+        f = fit(i, j)
+        if f is None:
+            return inf
+        return 0.0 if ours[i].signature() == theirs[j].signature() else 0.5
+
     for i in range(1, n + 1):
         cost[i][0] = cost[i - 1][0] + skip(ours[i - 1])
     for j in range(1, m + 1):
         cost[0][j] = cost[0][j - 1] + skip(theirs[j - 1])
-    sig_a = [x.signature() for x in ours]
-    sig_b = [y.signature() for y in theirs]
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            best = min(cost[i - 1][j] + skip(ours[i - 1]), cost[i][j - 1] + skip(theirs[j - 1]))
-            if sig_a[i - 1] == sig_b[j - 1]:
-                best = min(best, cost[i - 1][j - 1])
-            cost[i][j] = best
-    pairs: dict[str, str] = {}
+            cost[i][j] = min(cost[i - 1][j] + skip(ours[i - 1]), cost[i][j - 1] + skip(theirs[j - 1]),
+                             cost[i - 1][j - 1] + match_cost(i - 1, j - 1))
+    pairs: dict[str, tuple[str, dict[str, str]]] = {}
     i, j = n, m
     while i > 0 and j > 0:
-        if sig_a[i - 1] == sig_b[j - 1] and cost[i][j] == cost[i - 1][j - 1]:
-            pairs[ours[i - 1].name] = theirs[j - 1].name
+        if cost[i][j] == cost[i - 1][j - 1] + match_cost(i - 1, j - 1):
+            pairs[ours[i - 1].name] = (theirs[j - 1].name, fit(i - 1, j - 1))
             i, j = i - 1, j - 1
         elif cost[i][j] == cost[i - 1][j] + skip(ours[i - 1]):
             i -= 1
@@ -137,18 +180,20 @@ def load_reference(gm: fx.GraphModule, state: dict[str, torch.Tensor], source: s
                 else "; no layer of the checkpoint has its tensors (a different block?)")
         raise WeightsError(f"{source} has no layer for {u.name} ({len(u.tensors)} tensors, e.g. "
                            f"{next(iter(u.tensors))}){hint}")
-    used = set(pairs.values())
+    used = {name for name, _ in pairs.values()}
     extra = [t.name for t in theirs if t.tensors and t.name not in used]
+    by_name = {t.name: t for t in theirs}
     new = {}
     for u in ours:
         if u.name in pairs:
-            layer = next(t for t in theirs if t.name == pairs[u.name])
-            new.update({f"{u.name}.{k}": layer.tensors[k] for k in u.tensors})
+            layer, names = by_name[pairs[u.name][0]], pairs[u.name][1]
+            new.update({f"{u.name}.{k}": layer.tensors[names[k]] for k in u.tensors})
     with torch.no_grad():
         for k, v in gm.state_dict().items():
             if k in new:
                 v.copy_(new[k].to(v.dtype))
-    gm.meta["gelanc"]["imported"] = {"source": source, "layers": pairs, "dropped": extra}
+    gm.meta["gelanc"]["imported"] = {"source": source, "layers": {u: name for u, (name, _) in pairs.items()},
+                                     "dropped": extra}
 
 
 def export_reference(gm: fx.GraphModule) -> dict[str, torch.Tensor]:

@@ -128,3 +128,24 @@ def test_export_weights_cli_round_trip(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export-weights", str(tmp_path / "d.pt"), "-o", str(tmp_path / "x.pt")]) == 2
     assert "deploy graph" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["t", "s", "m", "c", "e"])
+@torch.no_grad()
+def test_a_yolov9_checkpoint_imported_against_gelan_keeps_the_main_branch(size):
+    """What the reference does by hand in a notebook: a yolov9 train checkpoint onto the
+    gelan spec — aux layers left out, the dual head's main half as the gelan head."""
+    torch.manual_seed(0)
+    yolov9 = gelanc.compile(SPECS / f"yolov9-{size}.gel", nc=5)
+    gelan = gelanc.compile(SPECS / f"gelan-{size}.gel", nc=5)
+    load_reference(gelan, export_reference(yolov9))
+    assert torch.equal(_outputs(gelan), _outputs(yolov9))  # eval: the main head's predictions
+    imported = gelan.meta["gelanc"]["imported"]
+    assert imported["dropped"]  # the aux branch's layers
+    from gelanc.refweights import units
+    from gelanc.torch_fx import ir_of
+
+    g = ir_of(yolov9)
+    aux = {u.name for u in units(yolov9) if u.tensors and u.name != "head"
+           and all(g.nodes[n]["branch"] == "aux" for n in g if n == u.name or n.startswith(u.name + "."))}
+    assert len(imported["dropped"]) == len(aux) > 0
