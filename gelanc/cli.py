@@ -534,6 +534,36 @@ def cmd_export_weights(args) -> int:
     return EXIT_OK
 
 
+def cmd_import_yaml(args) -> int:
+    from gelanc.refyaml import convert_file
+    from gelanc.stats import model_stats
+
+    c = convert_file(args.yaml, scale=args.scale, dialect=args.dialect, model_name=args.name)
+    out = args.output or Path(args.yaml).with_suffix(".gel").name
+    if out != "-":
+        try:
+            write_text(out, c.text)
+        except OSError as e:
+            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    stats = model_stats(c.graph)
+    summary = {"yaml": args.yaml, "output": out, "model": c.model, "dialect": c.dialect, "layers": c.layers,
+               "statements": c.statements, "aux_layers": c.aux_layers,
+               "scaling": {"depth": c.scaling.depth, "width": c.scaling.width,
+                           "max_channels": None if c.scaling.max_channels == float("inf") else c.scaling.max_channels},
+               "train": stats["train"], "deploy": stats["deploy"]}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif out == "-":
+        sys.stdout.write(c.text)
+    else:
+        aux = f", {len(c.aux_layers)} of them on PGI's auxiliary branch" if c.aux_layers else ""
+        t, d = stats["train"], stats["deploy"]
+        print(f"wrote {out}: model {c.model} from {c.layers} {c.dialect} layers{aux}, as {c.statements} statements; "
+              f"train {t['params'] / 1e6:.2f}M params {t['gflops']:.1f} GFLOPs, "
+              f"deploy {d['params'] / 1e6:.2f}M {d['gflops']:.1f} GFLOPs")
+    return EXIT_OK
+
+
 # ---- wiring -----------------------------------------------------------------------
 
 
@@ -732,6 +762,20 @@ def _add_weight_commands(sub) -> None:
     ew.add_argument("-o", "--output", required=True, metavar="OUT.pt")
     _common(ew)
     ew.set_defaults(func=cmd_export_weights)
+
+    iy = sub.add_parser("import-yaml", help="convert a reference or ultralytics model YAML into a .gel spec",
+                        description="Convert a model YAML of the reference code (WongKinYiu/yolov9) or of "
+                                    "ultralytics — backbone/head lists of [from, repeats, module, args] — into a "
+                                    ".gel spec that uses the zoo's blocks and names instead of indices, checked "
+                                    "by compiling it.")
+    iy.add_argument("yaml", metavar="MODEL.yaml")
+    iy.add_argument("-o", "--output", metavar="SPEC.gel", help="default MODEL.gel in this folder; - for stdout")
+    iy.add_argument("--scale", metavar="S", help="which of the YAML's `scales` (ultralytics), e.g. n or s")
+    iy.add_argument("--dialect", choices=["auto", "reference", "ultralytics"], default="auto",
+                    help="whose module semantics (Detect differs); auto: reference if the YAML has `anchors`")
+    iy.add_argument("--name", metavar="NAME", help="the model's name in the spec (default from the file name)")
+    iy.add_argument("--json", action="store_true", help="machine-readable summary")
+    iy.set_defaults(func=cmd_import_yaml)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

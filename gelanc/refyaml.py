@@ -1,0 +1,547 @@
+"""Model YAMLs of the reference code (WongKinYiu/yolov9) and of ultralytics → `.gel`.
+
+Such a YAML lists layers as ``[from, repeats, module, args]`` rows that name their
+inputs by index. The conversion is a small compiler of its own:
+
+1. **read** — the rows, with their places in the file (every error points at one);
+2. **resolve** — ``from`` to absolute indices, the widths and depths scaled as the
+   YAML's own parser scales them (``make_divisible(c2 × width, 8)`` on a layer's
+   output width, ``round(n × depth)`` on its repeats; ultralytics' ``scales`` too);
+3. **branch** — with a dual head, the auxiliary half's inputs and every layer only
+   they read are PGI's auxiliary branch; the rest is the main one;
+4. **name** — each layer by its kind and pyramid level (``elan3``, ``down4``, ``p5``);
+   the parameter-free ``Concat`` and ``nn.Upsample`` are folded into the expression
+   that reads them;
+5. **emit** — one statement per layer with weights, in the YAML's order (so the
+   spec's units are the YAML's layers, and import-weights / export-weights map a
+   checkpoint of this YAML onto it), aux runs inside ``aux { }``;
+6. **check** — the spec is compiled and its shapes inferred; an error there is
+   reported at the YAML row that produced the statement.
+
+Which modules are known, and how each one's arguments become a zoo block's, is the
+table :data:`MODULES` — one entry per module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gelanc.diagnostics import SOURCES, GelError, Span
+
+DIALECTS = ("reference", "ultralytics")
+
+
+# ---- the YAML's top level ---------------------------------------------------------
+
+
+class ModelYaml(BaseModel):
+    """The keys of a model YAML that shape the network (others, e.g. ``anchors``, are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+    nc: int = Field(80, ge=1)
+    depth_multiple: float = Field(1.0, gt=0)
+    width_multiple: float = Field(1.0, gt=0)
+    scales: dict[str, list[float]] | None = None
+    scale: str | None = None
+    activation: str | None = None
+    backbone: list
+    head: list | None = None
+
+
+@dataclass
+class Row:
+    """One ``[from, repeats, module, args]`` row, resolved."""
+
+    index: int
+    sources: list[int]  # absolute layer indices; -1 is the image
+    repeats: int
+    module: str
+    args: list
+    span: Span  # the row
+    module_span: Span
+
+
+# ---- reading ----------------------------------------------------------------------
+
+
+def _span(file: str, node: yaml.Node) -> Span:
+    m, e = node.start_mark, node.end_mark
+    return Span(file, m.line + 1, m.column + 1, e.line + 1 if e.line == m.line else None,
+                e.column + 1 if e.line == m.line else None)
+
+
+def _read(text: str, file: str) -> tuple[ModelYaml, list[tuple[Any, yaml.Node]]]:
+    """The YAML's settings, and its rows with their nodes (for locations)."""
+    SOURCES.add(file, text)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        span = Span(file, mark.line + 1, mark.column + 1) if mark else None
+        raise GelError(f"not valid YAML: {e.problem or e.context}", span) from None
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        raise GelError(f"{file}: a model YAML is a mapping with `backbone` and `head` lists")
+    nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    try:
+        cfg = ModelYaml.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        where = _span(file, nodes[key]) if key in nodes else None
+        what = ".".join(str(p) for p in err["loc"])
+        raise GelError(f"`{what}`: {err['msg']}" if what else err["msg"], where) from None
+    rows = []
+    for section in ("backbone", "head"):
+        seq = nodes.get(section)
+        if seq is None:
+            continue
+        if not isinstance(seq, yaml.SequenceNode):
+            raise GelError(f"`{section}` must be a list of [from, repeats, module, args] rows", _span(file, seq))
+        rows += list(zip(data[section] or [], seq.value))
+    if not rows:
+        raise GelError(f"{file} lists no layers (`backbone` and `head` are empty)")
+    return cfg, rows
+
+
+def _resolve(raw: list[tuple[Any, yaml.Node]], file: str) -> list[Row]:
+    rows = []
+    for i, (value, node) in enumerate(raw):
+        span = _span(file, node)
+        if not (isinstance(value, list) and len(value) == 4):
+            raise GelError(f"layer {i}: a row is [from, repeats, module, args], got {value!r}", span)
+        f, n, module, args = value
+        module_span = _span(file, node.value[2])
+        if not isinstance(module, str):
+            raise GelError(f"layer {i}: the module must be a name, got {module!r}", module_span)
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            raise GelError(f"layer {i}: repeats must be a positive integer, got {n!r}", _span(file, node.value[1]))
+        if not isinstance(args, list):
+            raise GelError(f"layer {i}: args must be a list, got {args!r}", _span(file, node.value[3]))
+        many = isinstance(f, list)
+        sources = []
+        for s in f if many else [f]:
+            if not isinstance(s, int) or isinstance(s, bool):
+                raise GelError(f"layer {i}: `from` holds layer indices, got {s!r}", _span(file, node.value[0]))
+            j = i + s if s < 0 else s
+            if s < 0 and i == 0 and j == -1:
+                sources.append(-1)  # the first layer reads the image
+            elif not 0 <= j < i:
+                raise GelError(f"layer {i} reads layer {s}, which " +
+                               ("comes later (a layer reads only earlier ones)" if j >= i else "does not exist"),
+                               _span(file, node.value[0]))
+            else:
+                sources.append(j)
+        rows.append(Row(i, sources, n, module, list(args), span, module_span))
+    return rows
+
+
+# ---- arguments --------------------------------------------------------------------
+
+
+def _literal(v: Any, row: Row) -> str:
+    """A YAML argument as a .gel expression."""
+    if v == "nc":
+        return "nc"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if v is None or v == "None":
+        return "none"
+    if isinstance(v, list):
+        return "[" + ", ".join(_literal(x, row) for x in v) + "]"
+    raise GelError(f"layer {row.index} ({row.module}): argument {v!r} has no .gel form", row.span)
+
+
+@dataclass
+class Scaling:
+    depth: float = 1.0
+    width: float = 1.0
+    max_channels: float = math.inf
+
+    def channels(self, c: Any, row: Row) -> int:
+        if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
+            raise GelError(f"layer {row.index} ({row.module}): the output width must be a positive integer, "
+                           f"got {c!r}", row.span)
+        # both parsers: make_divisible(min(c2, max_channels) * width, 8)
+        return int(math.ceil(min(c, self.max_channels) * self.width / 8) * 8)
+
+    def repeats(self, n: int) -> int:
+        return max(round(n * self.depth), 1) if n > 1 else n
+
+
+# ---- the module table -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Module:
+    """How one YAML module becomes .gel.
+
+    ``block``: the zoo block it is (None for the parameter-free ones, which become
+    expressions); ``stem``: the naming stem; ``params``: the block's arguments after the
+    input, in the YAML's order (a longer args list is an error); ``stride``: how it
+    changes the feature map's stride (a callable of the args for Conv)."""
+
+    block: str | None
+    stem: str
+    params: tuple[str, ...] = ()
+    stride: Callable[[list], float] = lambda args: 1
+    scaled: bool = True  # args[0] is an output width the width multiple scales
+
+
+def _conv_stride(args: list) -> float:
+    return args[2] if len(args) > 2 and isinstance(args[2], int) else 1
+
+
+_HEADS = {"DDetect", "DualDDetect", "Detect"}
+_PASS = {"Silence", "nn.Identity", "Identity"}
+
+MODULES: dict[str, Module] = {
+    "Conv": Module("Conv", "conv", ("c2", "k", "s", "p", "g", "d", "act"), _conv_stride),
+    "AConv": Module("AConv", "down", ("c2",), lambda a: 2),
+    "ADown": Module("ADown", "down", ("c2",), lambda a: 2),
+    "ELAN1": Module("ELAN1", "elan", ("c2", "c3", "c4")),
+    "RepNCSPELAN4": Module("RepNCSPELAN4", "elan", ("c2", "c3", "c4", "c5")),
+    "SPPELAN": Module("SPPELAN", "spp", ("c2", "c3", "k")),
+    "CBLinear": Module("CBLinear", "route", ("c2s",), scaled=False),
+    "CBFuse": Module(None, "fuse", scaled=False),
+    "Concat": Module(None, "cat", scaled=False),
+    "nn.Upsample": Module(None, "up", scaled=False),
+    **{name: Module(None, "x", scaled=False) for name in _PASS},
+    **{name: Module(name, "head", scaled=False) for name in _HEADS},
+}
+
+
+# ---- the conversion ---------------------------------------------------------------
+
+
+@dataclass
+class Converted:
+    """A YAML's conversion: the spec's text and what it holds."""
+
+    text: str
+    model: str
+    layers: int  # the YAML's rows
+    statements: int  # the spec's statements (layers with weights, and shared expressions)
+    aux_layers: list[int]  # the rows on PGI's auxiliary branch
+    dialect: str
+    scaling: Scaling
+    graph: Any = None  # the lowered, checked IR (networkx)
+
+
+def _dialect(cfg: ModelYaml, asked: str) -> str:
+    if asked != "auto":
+        return asked
+    # the reference's detect YAMLs all carry `anchors`; ultralytics' never do
+    return "reference" if "anchors" in (cfg.model_extra or {}) else "ultralytics"
+
+
+def _scaling(cfg: ModelYaml, file: str, scale: str | None) -> Scaling:
+    if not cfg.scales:
+        if scale:
+            raise GelError(f"--scale {scale}: {file} has no `scales`")
+        return Scaling(cfg.depth_multiple, cfg.width_multiple)
+    pick = scale or cfg.scale
+    if pick is None:  # ultralytics' own guess: yolov8n.yaml is scale n
+        m = re.search(r"yolov?\d+([a-z])", Path(file).stem)
+        pick = m.group(1) if m and m.group(1) in cfg.scales else None
+    if pick not in cfg.scales:
+        raise GelError(f"{file} defines the scales {', '.join(cfg.scales)}: choose one with --scale"
+                       + (f" ('{pick}' is not one of them)" if pick else ""))
+    values = cfg.scales[pick]
+    if len(values) < 2:
+        raise GelError(f"scale '{pick}' must list [depth, width, max_channels]")
+    return Scaling(values[0], values[1], values[2] if len(values) > 2 else math.inf)
+
+
+def _strides(rows: list[Row]) -> dict[int, float]:
+    out: dict[int, float] = {-1: 1}
+    for r in rows:
+        s = out[r.sources[-1] if r.module == "CBFuse" else r.sources[0]]
+        if r.module == "nn.Upsample":
+            factor = r.args[1] if len(r.args) > 1 and isinstance(r.args[1], int) else 2
+            s = s / factor
+        else:
+            s = s * MODULES[r.module].stride(r.args) if r.module in MODULES else s
+        out[r.index] = s
+    return out
+
+
+def _branches(rows: list[Row]) -> tuple[set[int], set[int]]:
+    """(main rows, aux rows). A dual head's first half reads the auxiliary branch (the
+    reference's DualDDetect(A3, A4, A5, P3, P4, P5))."""
+    heads = [r for r in rows if r.module in _HEADS]
+    if len(heads) != 1:
+        where = heads[1].span if heads else rows[-1].span
+        raise GelError("a model YAML needs exactly one detection head (DDetect, DualDDetect or Detect); "
+                       f"found {len(heads)}", where)
+    head = heads[0]
+    by = {r.index: r for r in rows}
+    roots = head.sources[len(head.sources) // 2:] if head.module.startswith("Dual") else head.sources
+
+    def reach(starts) -> set[int]:
+        seen, todo = set(), [s for s in starts if s >= 0]
+        while todo:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo += [s for s in by[i].sources if s >= 0]
+        return seen
+
+    main = reach(roots) | {head.index}
+    everything = reach(head.sources) | {head.index}
+    for r in rows:
+        if r.index not in everything:
+            raise GelError(f"layer {r.index} ({r.module}) feeds nothing the detection head reads", r.span)
+    return main, everything - main
+
+
+def convert(text: str, file: str = "<model.yaml>", *, scale: str | None = None, dialect: str = "auto",
+            model_name: str | None = None) -> Converted:
+    """A model YAML's text → a checked .gel spec. Raises :class:`GelError` located in the YAML."""
+    if dialect not in ("auto", *DIALECTS):
+        raise GelError(f"unknown dialect '{dialect}' (auto, {', '.join(DIALECTS)})")
+    cfg, raw = _read(text, file)
+    if cfg.activation and cfg.activation.replace(" ", "") not in ("nn.SiLU()", "SiLU()"):
+        raise GelError(f"activation {cfg.activation}: the zoo's blocks use SiLU only")
+    rows = _resolve(raw, file)
+    for r in rows:
+        if r.module not in MODULES:
+            from gelanc.dsl.loader import suggest
+
+            raise GelError(f"layer {r.index}: module '{r.module}' has no counterpart in the zoo "
+                           f"(known: {', '.join(sorted(MODULES))}){suggest(r.module, MODULES)}", r.module_span)
+    dialect = _dialect(cfg, dialect)
+    scaling = _scaling(cfg, file, scale)
+    name = model_name or re.sub(r"\W", "_", Path(file).stem).strip("_") or "model"
+    if name[0].isdigit():
+        name = "m_" + name
+    emitter = _Emitter(rows, scaling, dialect, _strides(rows), *_branches(rows))
+    body = emitter.emit()
+    head = ["import \"zoo/blocks.gel\"", "",
+            f"# Converted by `gelanc import-yaml` from {Path(file).name} ({dialect} YAML)"]
+    if (scaling.depth, scaling.width, scaling.max_channels) != (1.0, 1.0, math.inf):
+        head.append(f"# depth × {scaling.depth:g}, width × {scaling.width:g}"
+                    + (f", at most {scaling.max_channels:g} channels" if scaling.max_channels != math.inf else "")
+                    + " applied (the widths below are final)")
+    head.append("# The comments give each statement's layer indices in the YAML.")
+    spec = "\n".join([*head, f"model {name}(nc: int = {cfg.nc}) {{", *body, "}", ""])
+    out_name = str(Path(file).with_suffix(".gel"))
+    g = _check(spec, out_name, emitter.lines)
+    return Converted(spec, name, len(rows), emitter.statements, sorted(emitter.aux), dialect, scaling, g)
+
+
+def convert_file(path: str | Path, **options) -> Converted:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GelError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GelError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    return convert(text, str(path), **options)
+
+
+class _Emitter:
+    """Rows → statement lines. Keeps which .gel line came from which row, for errors."""
+
+    def __init__(self, rows: list[Row], scaling: Scaling, dialect: str, strides: dict[int, float],
+                 main: set[int], aux: set[int]) -> None:
+        self.rows, self.scaling, self.dialect, self.strides = rows, scaling, dialect, strides
+        self.main, self.aux = main, aux
+        self.readers: dict[int, int] = {}
+        for r in rows:
+            for s in r.sources:
+                self.readers[s] = self.readers.get(s, 0) + 1
+        head = next(r for r in rows if r.module in _HEADS)
+        half = len(head.sources) // 2 if head.module.startswith("Dual") else 0
+        self.head_inputs = {s: ("aux_p" if k < half else "p") for k, s in enumerate(head.sources)}
+        self.expr: dict[int, str] = {-1: "x"}
+        self.folded: dict[int, list[int]] = {}  # a row's expression holds these rows too
+        self.names: set[str] = {"x", "nc"}
+        self.lines: dict[int, str] = {}  # 1-based line of the body → its rows, as errors name them
+        self.body: list[tuple[str, list[int], Row]] = []  # (code, the rows it holds, row)
+        self.statements = 0
+
+    def level(self, i: int) -> str:
+        s = self.strides.get(i, 1)
+        return str(int(round(math.log2(s)))) if s >= 1 else "0"
+
+    def fresh(self, row: Row) -> str:
+        m = MODULES[row.module]
+        if row.index in self.head_inputs:
+            base = f"{self.head_inputs[row.index]}{self.level(row.index)}"
+        elif m.stem == "head":
+            base = "head"
+        elif m.stem == "spp":
+            base = "spp"
+        else:
+            at = row.sources[0] if m.stem == "route" else row.index
+            stem = m.stem
+            if stem == "elan" and any(self.rows[k].module == "nn.Upsample" for k in self.folded.get(row.index, [])):
+                stem = "up"  # the top-down path's blocks
+            base = f"{stem}{self.level(at)}"
+            if stem == "down" and base in self.names and row.sources[0] in self.head_inputs:
+                base = f"down_{self.expr[row.sources[0]]}"  # the bottom-up path's: down_p3, down_p4
+        if row.index in self.aux and not base.startswith("aux_"):
+            base = "aux_" + base
+        name, k = base, 2
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def call_args(self, row: Row) -> list[str]:
+        m = MODULES[row.module]
+        args = list(row.args)
+        if len(args) > len(m.params):
+            raise GelError(f"layer {row.index} ({row.module}) takes at most {len(m.params)} arguments "
+                           f"({', '.join(m.params)}), got {len(args)}", row.span)
+        if m.scaled and args:
+            args[0] = self.scaling.channels(args[0], row)
+        out, keyword = [], False
+        for p, v in zip(m.params, args):
+            if p == "act":
+                if v is False:
+                    out.append("act = none")
+                    keyword = True
+                elif v is not True:
+                    raise GelError(f"layer {row.index} (Conv): act={v!r}; the zoo's Conv takes True (SiLU) "
+                                   f"or False (none)", row.span)
+                continue
+            if p == "k" and row.module == "SPPELAN":
+                if v != 5:
+                    raise GelError(f"layer {row.index} (SPPELAN): pool size {v}; the zoo's SPPELAN pools with 5",
+                                   row.span)
+                continue
+            out.append(_literal(v, row) if not keyword else f"{p} = {_literal(v, row)}")
+        return out
+
+    def value(self, row: Row, src: list[str] | None = None) -> str:
+        """The row's .gel expression, reading its sources' expressions (or ``src``)."""
+        src = src or [self.expr[s] for s in row.sources]
+        mod = row.module
+        if mod in _PASS:
+            return src[0]
+        if mod == "Concat":
+            if row.args and row.args[0] not in (1, -3):
+                raise GelError(f"layer {row.index} (Concat) joins along dim {row.args[0]}; .gel's concat joins "
+                               f"channels (dim 1)", row.span)
+            return f"concat({', '.join(src)})"
+        if mod == "nn.Upsample":
+            size, factor, mode = (list(row.args) + [None, 2, "nearest"][len(row.args):])[:3]
+            if size not in (None, "None") or mode != "nearest" or not isinstance(factor, int):
+                raise GelError(f"layer {row.index} (nn.Upsample): only nearest upsampling by an integer factor "
+                               f"has a .gel form, got {row.args!r}", row.span)
+            return f"upsample({src[0]})" if factor == 2 else f"upsample({src[0]}, {factor})"
+        if mod == "CBFuse":
+            picks = row.args[0] if row.args else None
+            if not (isinstance(picks, list) and len(picks) == len(src) - 1):
+                raise GelError(f"layer {row.index} (CBFuse) needs one index per routed layer, got {row.args!r}",
+                               row.span)
+            for s in row.sources[:-1]:
+                if self.rows[s].module != "CBLinear":
+                    raise GelError(f"layer {row.index} (CBFuse) routes layer {s}, a {self.rows[s].module}; "
+                                   f"CBFuse routes CBLinear outputs", row.span)
+            routes = ", ".join(f"{e}[{_literal(k, row)}]" for e, k in zip(src, picks))
+            return f"CBFuse([{routes}], {src[-1]})"
+        if mod in _HEADS:
+            return self.head(row, src)
+        if len(src) != 1:
+            raise GelError(f"layer {row.index} ({mod}) reads one layer, got {len(src)}", row.span)
+        return f"{MODULES[mod].block}({', '.join([src[0], *self.call_args(row)])})"
+
+    def head(self, row: Row, src: list[str]) -> str:
+        nc = _literal(row.args[0], row) if row.args else "nc"
+        if len(row.args) > 1:
+            raise GelError(f"layer {row.index} ({row.module}) takes [nc], got {row.args!r}", row.span)
+        if row.module == "DualDDetect":
+            if len(src) % 2:
+                raise GelError(f"layer {row.index} (DualDDetect) reads an even number of layers: the auxiliary "
+                               f"half, then the main one", row.span)
+            half = len(src) // 2
+            return f"DualDDetect([{', '.join(src[half:])}], [{', '.join(src[:half])}], {nc})"
+        extra = ""
+        if row.module == "Detect":  # the reference's Detect, or ultralytics' (narrower class branch)
+            extra = ", g = 1" if self.dialect == "reference" else ", g = 1, cls_mult = 1, cls_max = 100"
+        return f"DDetect([{', '.join(src)}], {nc}{extra})"
+
+    def emit(self) -> list[str]:
+        for row in self.rows:
+            mod = MODULES[row.module]
+            expr = self.value(row)
+            folded = [k for s in row.sources if s in self.folded for k in self.folded.pop(s)]
+            if row.module in _PASS:
+                self.expr[row.index] = expr  # Silence: the image itself
+                continue
+            if mod.block is None and row.module != "CBFuse" and self.readers.get(row.index, 0) == 1:
+                self.expr[row.index] = expr  # a Concat or Upsample read once: folded into its reader
+                self.folded[row.index] = [*folded, row.index]
+                continue
+            n = self.scaling.repeats(row.repeats)
+            self.folded[row.index] = folded
+            name = self.fresh(row)
+            self.folded.pop(row.index)
+            for k in range(n - 1):  # the reference's nn.Sequential of n copies, as a chain
+                self.body.append((f"{name}_{k} = {expr}", [row.index], row))
+                self.names.add(f"{name}_{k}")
+                expr = self.value(row, [f"{name}_{k}"])
+            self.body.append((f"{name} = {expr}", [*folded, row.index], row))
+            self.expr[row.index] = name
+        return self._layout()
+
+    def _layout(self) -> list[str]:
+        lines = ["    x = input(3)"]
+        width = max(len(code) for code, _, _ in self.body) + (8 if self.aux else 4)
+        in_aux = False
+        for code, held, row in self.body:
+            aux = row.index in self.aux
+            if aux != in_aux:
+                lines.append("    aux {" if aux else "    }")
+                in_aux = aux
+            indent = "        " if aux else "    "
+            stride = self.strides.get(row.index, 1)
+            down = stride > self.strides.get(row.sources[0], 1) and stride >= 2
+            note = f"  P{self.level(row.index)}/{int(stride)}" if down else ""
+            lines.append(f"{indent}{code}".ljust(width) + f"  # {', '.join(map(str, held))}{note}")
+            self.lines[len(lines)] = (
+                f"layer {row.index} ({row.module})" if len(held) == 1 else
+                f"layers {', '.join(map(str, held))} ({', '.join(self.rows[k].module for k in held)})", row)
+            self.statements += 1
+        if in_aux:
+            lines.append("    }")
+        lines.append(f"    return {self.expr[self.rows[-1].index]}")  # the head: every other row feeds it
+        return lines
+
+
+def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]]):
+    """Compile the spec and infer its shapes at 640; an error is the YAML row's."""
+    from gelanc.dsl.loader import load_text
+    from gelanc.ir.lower import lower
+    from gelanc.passes.shapes import infer
+    from gelanc.passes.validate import validate
+
+    SOURCES.add(name, spec)
+    header = spec[: spec.index("\nmodel ")].count("\n") + 2  # the body's line 1 is the model line + 1
+    try:
+        prog = load_text(spec, name)
+        g = lower(prog, prog.own_models[0])
+        validate(g)
+        infer(g, (640, 640))
+        return g
+    except GelError as e:
+        spans = [s for s in [e.span, *(n.span for n in e.notes)] if s and s.file == name]
+        what, row = lines.get(spans[-1].line - header, (None, None)) if spans else (None, None)
+        if row is None:
+            raise
+        raise GelError(f"{what}: {e.message}", row.span).with_note(
+            spans[-1], "in the converted statement") from None
