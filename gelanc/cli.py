@@ -228,7 +228,7 @@ def cmd_features(args) -> int:
         load_image(image, args.imgsz)
     except RuntimeError as e:
         raise UserError(f"cannot read {image}: {str(e).splitlines()[0]}") from None
-    picture, _ = figure(sources, image, args.depths, args.width, args.imgsz, args.seed,
+    picture, _ = figure(sources, image, args.depths, args.width, args.imgsz, args.seed, args.init,
                         progress=lambda name: print(f"running {name} to depth {args.depths[-1]}…", file=sys.stderr))
     out = Path(args.output)
     try:
@@ -644,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--width", type=int, default=32, help="channels of every stack (default 32)")
     f.add_argument("--imgsz", type=int, default=128, help="image size (default 128)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--init", choices=["auto", "default", "he"], default="auto",
+                   help="the convolutions' initialisation: auto (each built-in stack as its architecture's "
+                        "reference code: He fan-out for PlainNet and ResNet, PyTorch's default for CSPNet and "
+                        "GELAN), or one for all")
     f.set_defaults(func=cmd_features)
 
     d = sub.add_parser("data", help="datasets: the built-in synthetic set", description="Dataset tools.")

@@ -2,20 +2,45 @@
 
 Each stack is a `.gel` spec (`specs/figures/`) whose model takes ``depth``, ``taps``
 (the depths to return) and ``width``. The module is compiled with random weights
-(a fixed seed), run once on one image in eval mode and float64, and each returned
-feature map is shown as the mean of its channels' magnitudes, normalised to [0, 1] and coloured.
-Rows are stacks, columns the depths, the input image first.
+(a fixed seed), initialised as its architecture's own reference code initialises it
+(:data:`BUILTIN`), run once on one image in eval mode and float64, and each returned
+feature map is shown as the mean of its channels' magnitudes, normalised to [0, 1] and
+coloured. Rows are stacks, columns the depths, the input image first.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gelanc.dsl.loader import library_root
 
-BUILTIN = {"plainnet": "PlainNet", "resnet": "ResNet", "cspnet": "CSPNet", "gelan": "GELAN"}
+
+def _he_fan_out(module: torch.nn.Module) -> None:
+    """He et al.'s initialisation, as the ResNet paper initialises its plain and residual
+    nets and torchvision's resnet does: normal, std sqrt(2 / fan-out)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+# How a stack's convolutions start: "default" is PyTorch's own (kaiming-uniform, a = √5),
+# which YOLOv9's code keeps (its initialize_weights leaves convolutions alone).
+INITS = {"default": None, "he": _he_fan_out}
+
+
+@dataclass(frozen=True)
+class Stack:
+    label: str
+    init: str  # a key of INITS: how this architecture's reference code initialises it
+
+
+# PlainNet and ResNet as the ResNet paper builds them (He initialisation); CSPNet and
+# GELAN as YOLOv9's code does (PyTorch's default).
+BUILTIN = {"plainnet": Stack("PlainNet", "he"), "resnet": Stack("ResNet", "he"),
+           "cspnet": Stack("CSPNet", "default"), "gelan": Stack("GELAN", "default")}
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "assets" / "bird.png"
 
 # a perceptually ordered colour map (dark blue → teal → yellow), linearly interpolated
@@ -41,8 +66,10 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_maps(spec: str | Path, image: torch.Tensor, depths: list[int], width: int, seed: int) -> list[torch.Tensor]:
-    """The stack's feature maps at ``depths`` for ``image``, with seeded random weights."""
+def feature_maps(spec: str | Path, image: torch.Tensor, depths: list[int], width: int, seed: int,
+                 init: str = "default") -> list[torch.Tensor]:
+    """The stack's feature maps at ``depths`` for ``image``, with seeded random weights
+    initialised by ``init`` (a key of :data:`INITS`)."""
     import gelanc
 
     torch.manual_seed(seed)
@@ -50,7 +77,10 @@ def feature_maps(spec: str | Path, image: torch.Tensor, depths: list[int], width
     # mode), in float64: through 200 layers the plain and CSP signals shrink by up to
     # 1e-250, below float32's range; the picture is normalised per map, so only the
     # pattern matters, not the scale.
-    m = gelanc.compile(spec, depth=max(depths), taps=list(depths), width=width).eval().double()
+    m = gelanc.compile(spec, depth=max(depths), taps=list(depths), width=width)
+    if INITS[init]:
+        INITS[init](m)
+    m = m.eval().double()
     out = m(image.double())
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
@@ -94,13 +124,16 @@ def grid(rows: dict[str, list[torch.Tensor]], image: torch.Tensor, depths: list[
 
 
 def figure(sources: list[str], image_path: str | Path, depths: list[int], width: int = 32,
-           size: int = 128, seed: int = 0, progress=None):
-    """The whole figure for these stacks; ``progress(name)`` is called as each one runs."""
+           size: int = 128, seed: int = 0, init: str = "auto", progress=None):
+    """The whole figure for these stacks; ``progress(name)`` is called as each one runs.
+    ``init="auto"``: each built-in stack as its architecture is initialised, specs by
+    PyTorch's default; else one key of :data:`INITS` for all."""
     image = load_image(image_path, size)
     rows = {}
     for src in sources:
-        label = BUILTIN.get(src, Path(src).stem)
+        stack = BUILTIN.get(src, Stack(Path(src).stem, "default"))
         if progress:
-            progress(label)
-        rows[label] = feature_maps(spec_path(src), image, depths, width, seed)
+            progress(stack.label)
+        rows[stack.label] = feature_maps(spec_path(src), image, depths, width, seed,
+                                         stack.init if init == "auto" else init)
     return grid(rows, image, depths), rows

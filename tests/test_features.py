@@ -36,3 +36,29 @@ def test_cli_writes_the_grid(tmp_path, capsys):
     assert main(["features", "--image", str(tmp_path / "junk.png"), "-o", str(out)]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert main(["features", "--imgsz", "0", "-o", str(out)]) == 2
+
+
+def test_each_builtin_stack_starts_as_its_architecture_does():
+    """PlainNet and ResNet with He et al.'s fan-out initialisation (the ResNet paper's),
+    CSPNet and GELAN with PyTorch's default (YOLOv9's code): the spread of a 3×3 conv's
+    weights tells them apart (He: std √(2 / (9·C_out)); default: √(1 / (3·9·C_in)))."""
+    import gelanc
+    from gelanc.features import INITS
+
+    assert {k: v.init for k, v in BUILTIN.items()} == {
+        "plainnet": "he", "resnet": "he", "cspnet": "default", "gelan": "default"}
+    torch.manual_seed(0)
+    m = gelanc.compile(spec_path("plainnet"), depth=2, taps=[2], width=64)
+    w = m.get_submodule("layer.0.conv").weight
+    default_std = w.std().item()
+    INITS["he"](m)
+    he_std = m.get_submodule("layer.0.conv").weight.std().item()
+    assert abs(default_std - (1 / (3 * 9 * 64)) ** 0.5) < 0.1 * default_std
+    assert abs(he_std - (2 / (9 * 64)) ** 0.5) < 0.05 * he_std
+
+
+def test_the_init_changes_the_maps():
+    image = load_image(DEFAULT_IMAGE, 32)
+    a = feature_maps(spec_path("resnet"), image, [3], 8, seed=0)[0]
+    b = feature_maps(spec_path("resnet"), image, [3], 8, seed=0, init="he")[0]
+    assert not torch.allclose(a, b)
