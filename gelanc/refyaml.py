@@ -164,6 +164,8 @@ def _literal(v: Any, row: Row) -> str:
 
 @dataclass
 class Scaling:
+    """The YAML's multiples, applied by both parsers' rules."""
+
     depth: float = 1.0
     width: float = 1.0
     max_channels: float = math.inf
