@@ -54,11 +54,13 @@ def test_weights_of_another_model_are_refused_with_the_layer_named():
         load_reference(gelanc.compile(SPECS / "gelan-s.gel"), state)
 
 
-def _reference_model(state: dict[str, torch.Tensor]):
+def _reference_model(state: dict[str, torch.Tensor], layers: str = "models.common", root_module: str = "models.yolo"):
     """A module tree shaped as the reference's: DetectionModel.model = Sequential of layers
-    of classes under models.common, each holding the given tensors under their names."""
-    common = types.ModuleType("models.common")
-    yolo = types.ModuleType("models.yolo")
+    of classes under ``layers`` (models.common), each holding the given tensors under
+    their names; the DetectionModel under ``root_module``. Returns it and the stand-in
+    modules to put in sys.modules while pickling."""
+    common = types.ModuleType(layers)
+    yolo = types.ModuleType(root_module)
 
     class Node(nn.Module):
         pass
@@ -66,8 +68,8 @@ def _reference_model(state: dict[str, torch.Tensor]):
     class DetectionModel(nn.Module):
         pass
 
-    Node.__module__, Node.__qualname__ = "models.common", "Node"
-    DetectionModel.__module__, DetectionModel.__qualname__ = "models.yolo", "DetectionModel"
+    Node.__module__, Node.__qualname__ = layers, "Node"
+    DetectionModel.__module__, DetectionModel.__qualname__ = root_module, "DetectionModel"
     common.Node, yolo.DetectionModel = Node, DetectionModel
     root = DetectionModel()
     root.model = nn.Sequential(*[Node() for _ in range(1 + max(int(k.split(".")[1]) for k in state))])
@@ -84,8 +86,8 @@ def _reference_model(state: dict[str, torch.Tensor]):
             m.register_parameter(leaf, nn.Parameter(t.clone(), requires_grad=t.is_floating_point()))
     root.yaml = {"nc": 3, "depth_multiple": 1.0}
     root.names = {0: "cat", 1: "dog", 2: "kite"}
-    models = types.ModuleType("models")
-    return root, {"models": models, "models.common": common, "models.yolo": yolo}
+    parents = {name.rsplit(".", i)[0] for name in (layers, root_module) for i in range(1, name.count(".") + 1)}
+    return root, {**{p: types.ModuleType(p) for p in parents}, layers: common, root_module: yolo}
 
 
 def test_a_reference_pickled_checkpoint_imports_by_structure(tmp_path, capsys):
@@ -149,3 +151,34 @@ def test_a_yolov9_checkpoint_imported_against_gelan_keeps_the_main_branch(size):
     aux = {u.name for u in units(yolov9) if u.tensors and u.name != "head"
            and all(g.nodes[n]["branch"] == "aux" for n in g if n == u.name or n.startswith(u.name + "."))}
     assert len(imported["dropped"]) == len(aux) > 0
+
+
+def test_an_ultralytics_checkpoint_imports_onto_its_converted_yaml(tmp_path, capsys):
+    """ultralytics pickles its own classes (ultralytics.nn.tasks.DetectionModel, …) under
+    the same model.N layout: a checkpoint of ultralytics' yolov9t imports onto the spec
+    that import-yaml makes of its YAML."""
+    from test_refyaml import _ultralytics_v9
+
+    yaml_path = tmp_path / "yolov9t.yaml"
+    yaml_path.write_text(_ultralytics_v9("t"))
+    spec = tmp_path / "yolov9t.gel"
+    assert main(["import-yaml", str(yaml_path), "-o", str(spec)]) == 0
+    torch.manual_seed(0)
+    want = gelanc.compile(spec, nc=3)
+    model, fake = _reference_model(export_reference(want), "ultralytics.nn.modules.block", "ultralytics.nn.tasks")
+    sys.modules.update(fake)
+    try:
+        path = tmp_path / "best.pt"
+        torch.save({"epoch": -1, "best_fitness": None, "model": None, "ema": model.half(), "updates": 100,
+                    "optimizer": None, "train_args": {"imgsz": 640, "epochs": 100}, "date": "2026-01-01T00:00:00",
+                    "version": "8.3.0"}, path)
+    finally:
+        for k in fake:
+            sys.modules.pop(k, None)
+    out = tmp_path / "imported.pt"
+    capsys.readouterr()
+    assert main(["import-weights", str(path), "--spec", str(spec), "-o", str(out)]) == 0, capsys.readouterr().err
+    for v in want.state_dict().values():
+        if v.is_floating_point():
+            v.copy_(v.half().float())
+    assert torch.equal(_outputs(gelanc.load(out)), _outputs(want))
