@@ -127,6 +127,8 @@ def _resolve(raw: list[tuple[Any, yaml.Node]], file: str) -> list[Row]:
         if not isinstance(args, list):
             raise GelError(f"layer {i}: args must be a list, got {args!r}", _span(file, node.value[3]))
         many = isinstance(f, list)
+        if many and not f:
+            raise GelError(f"layer {i}: `from` lists no layer", _span(file, node.value[0]))
         sources = []
         for s in f if many else [f]:
             if not isinstance(s, int) or isinstance(s, bool):
@@ -140,6 +142,9 @@ def _resolve(raw: list[tuple[Any, yaml.Node]], file: str) -> list[Row]:
                                _span(file, node.value[0]))
             else:
                 sources.append(j)
+        if n > 1 and (len(sources) != 1 or module in ("Concat", "CBFuse", *_HEADS)):
+            raise GelError(f"layer {i} ({module}): repeats > 1 chains copies of a one-input layer; "
+                           f"{module} reading {len(sources)} layer(s) cannot be chained", _span(file, node.value[1]))
         rows.append(Row(i, sources, n, module, list(args), span, module_span))
     return rows
 
@@ -528,16 +533,13 @@ class _Emitter:
 def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]]):
     """Compile the spec and infer its shapes at 640; an error is the YAML row's."""
     from gelanc.dsl.loader import load_text
-    from gelanc.ir.lower import lower
     from gelanc.passes.shapes import infer
-    from gelanc.passes.validate import validate
+    from gelanc.stats import compile_program
 
     SOURCES.add(name, spec)
     header = spec[: spec.index("\nmodel ")].count("\n") + 2  # the body's line 1 is the model line + 1
     try:
-        prog = load_text(spec, name)
-        g = lower(prog, prog.own_models[0])
-        validate(g)
+        (g,) = compile_program(load_text(spec, name))
         infer(g, (640, 640))
         return g
     except GelError as e:

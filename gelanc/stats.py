@@ -34,7 +34,11 @@ def parse_imgsz(text: str | int | tuple) -> tuple[int, int]:
 
 def compile_file(path: str | Path, **params) -> list[nx.DiGraph]:
     """Every model a spec file defines, lowered and validated."""
-    prog = load(path)
+    return compile_program(load(path), **params)
+
+
+def compile_program(prog, **params) -> list[nx.DiGraph]:
+    """Every model a loaded :class:`~gelanc.dsl.loader.Program` defines, lowered and validated."""
     graphs = []
     for name in prog.own_models:
         g = lower(prog, name, **params)

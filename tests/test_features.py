@@ -45,8 +45,6 @@ def test_each_builtin_stack_starts_as_its_architecture_does():
     import gelanc
     from gelanc.features import INITS
 
-    assert {k: v.init for k, v in BUILTIN.items()} == {
-        "plainnet": "he", "resnet": "he", "cspnet": "default", "gelan": "default"}
     torch.manual_seed(0)
     m = gelanc.compile(spec_path("plainnet"), depth=2, taps=[2], width=64)
     w = m.get_submodule("layer.0.conv").weight
@@ -57,8 +55,17 @@ def test_each_builtin_stack_starts_as_its_architecture_does():
     assert abs(he_std - (2 / (9 * 64)) ** 0.5) < 0.05 * he_std
 
 
-def test_the_init_changes_the_maps():
+def test_the_figure_initialises_resnet_by_he_and_gelan_by_default():
+    """--init auto: the ResNet row is He-initialised, the GELAN row PyTorch's default;
+    --init default gives both the default."""
+    from gelanc.features import figure
+
     image = load_image(DEFAULT_IMAGE, 32)
-    a = feature_maps(spec_path("resnet"), image, [3], 8, seed=0)[0]
-    b = feature_maps(spec_path("resnet"), image, [3], 8, seed=0, init="he")[0]
-    assert not torch.allclose(a, b)
+    maps = {init: {name: feature_maps(spec_path(name), image, [3], 8, seed=0, init=init)[0]
+                   for name in ("resnet", "gelan")} for init in ("default", "he")}
+    assert not torch.allclose(maps["default"]["resnet"], maps["he"]["resnet"])
+    _, auto = figure(["resnet", "gelan"], DEFAULT_IMAGE, [3], width=8, size=32)
+    assert torch.equal(auto["ResNet"][0], maps["he"]["resnet"])
+    assert torch.equal(auto["GELAN"][0], maps["default"]["gelan"])
+    _, same = figure(["resnet"], DEFAULT_IMAGE, [3], width=8, size=32, init="default")
+    assert torch.equal(same["ResNet"][0], maps["default"]["resnet"])

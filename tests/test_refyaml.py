@@ -342,3 +342,14 @@ def test_cli_writes_a_spec_that_builds(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["import-yaml", str(path), "-o", "-"]) == 0
     assert capsys.readouterr().out.startswith('import "zoo/blocks.gel"')
+
+
+@pytest.mark.parametrize("row, message", [
+    ("  - [[], 1, Concat, [1]]", "`from` lists no layer"),
+    ("  - [[0, 1], 2, Concat, [1]]", "cannot be chained"),
+])
+def test_rows_the_converter_cannot_take_are_located(tmp_path, capsys, row, message):
+    text = f"nc: 3\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Conv, [16, 3, 1]]\n{row}\n" \
+           "head:\n  - [[-1], 1, DDetect, [nc]]\n"
+    err = _error(tmp_path, text, capsys)
+    assert message in err and "bad.yaml:5:" in err
