@@ -8,6 +8,7 @@ torchrun starts it for the user on one machine (:func:`launch`).
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -78,9 +79,21 @@ def setup(kind: str, ids: list[int]) -> tuple[World, torch.device]:
     return w, device
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool) -> None:
+    """Leave the process group.
+
+    A DistributedDataParallel wrapper that outlives ``destroy_process_group`` keeps the
+    gloo/NCCL backend alive until interpreter exit, where torch 2.14 tears it down
+    half-joined and aborts the process ("terminate called without an active exception"),
+    about one exit in five on CPU. So the wrappers are collected first, and a run that
+    finished waits for every rank before anyone leaves; after a failure the others may
+    be gone, and a barrier would hang."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()  # DDP's reducer hooks form reference cycles with the wrapper
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def barrier(w: World) -> None:

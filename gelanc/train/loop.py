@@ -286,9 +286,12 @@ def train(args: TrainArgs, resume: Path | None = None) -> Run:
         raise TrainError(str(e)) from None
     try:
         with deterministic(args.deterministic):
-            return _train(args, resume, w, device)
-    finally:
-        ddp.teardown()
+            run = _train(args, resume, w, device)
+    except BaseException:
+        ddp.teardown(finished=False)
+        raise
+    ddp.teardown(finished=True)
+    return run
 
 
 def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
