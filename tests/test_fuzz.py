@@ -16,7 +16,6 @@ import itertools
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ BLOCKS_TEXT = BLOCKS.read_text(encoding="utf-8")
 ZOO_ONLY = sorted(n for n, t in SPEC_TEXTS.items()
                   if re.findall(r'import\s+"([^"]*)"', t) == ["zoo/blocks.gel"])
 
-TIME_LIMIT = 20  # seconds for one check; the real specs take well under one
+TIME_LIMIT = 20  # seconds: a hang guard, far above any real check (speed is benchmarks/ work, not a test)
 
 _SETTINGS = dict(deadline=None, derandomize=False,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -146,19 +145,16 @@ def _time_limit(seconds: int):
 
 def run_check(path: Path, capsys) -> None:
     capsys.readouterr()
-    start = time.monotonic()
     with _time_limit(TIME_LIMIT):
         try:
             code = main(["check", str(path)])
         except SystemExit as e:  # argparse and friends: allowed
             code = e.code
-    elapsed = time.monotonic() - start
     out, err = capsys.readouterr()
     assert code in (0, 2), f"exit status {code}\n{err}"
     assert "Traceback" not in err
     if code == 2:
         assert "error: " in err, f"exit status 2 without a diagnostic:\n{err}"
-    assert elapsed < TIME_LIMIT
 
 
 _counter = itertools.count()
