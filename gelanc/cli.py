@@ -551,6 +551,8 @@ def cmd_import_yaml(args) -> int:
                "scaling": {"depth": c.scaling.depth, "width": c.scaling.width,
                            "max_channels": None if c.scaling.max_channels == float("inf") else c.scaling.max_channels},
                "train": stats["train"], "deploy": stats["deploy"]}
+    if out == "-":  # the spec goes to stdout: with --json, inside the summary
+        summary["text"] = c.text
     if args.json:
         print(json.dumps(summary, indent=2))
     elif out == "-":

@@ -343,7 +343,7 @@ def convert(text: str, file: str = "<model.yaml>", *, scale: str | None = None, 
     head.append("# The comments give each statement's layer indices in the YAML.")
     spec = "\n".join([*head, f"model {name}(nc: int = {cfg.nc}) {{", *body, "}", ""])
     out_name = str(Path(file).with_suffix(".gel"))
-    g = _check(spec, out_name, emitter.lines)
+    g = _check(spec, out_name, emitter.lines, file)
     return Converted(spec, name, len(rows), emitter.statements, sorted(emitter.aux), dialect, scaling, g)
 
 
@@ -375,7 +375,7 @@ class _Emitter:
         self.expr: dict[int, str] = {-1: "x"}
         self.folded: dict[int, list[int]] = {}  # a row's expression holds these rows too
         self.names: set[str] = {"x", "nc"}
-        self.lines: dict[int, str] = {}  # 1-based line of the body → its rows, as errors name them
+        self.lines: dict[int, tuple[str, Row]] = {}  # 1-based body line → (its rows as errors name them, row)
         self.body: list[tuple[str, list[int], Row]] = []  # (code, the rows it holds, row)
         self.statements = 0
 
@@ -530,8 +530,9 @@ class _Emitter:
         return lines
 
 
-def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]]):
-    """Compile the spec and infer its shapes at 640; an error is the YAML row's."""
+def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]], file: str):
+    """Compile the spec and infer its shapes at 640; an error is the YAML row's, or the
+    YAML file's where no one row made it (the spec is not written, so not its line)."""
     from gelanc.dsl.loader import load_text
     from gelanc.passes.shapes import infer
     from gelanc.stats import compile_program
@@ -546,6 +547,6 @@ def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]]):
         spans = [s for s in [e.span, *(n.span for n in e.notes)] if s and s.file == name]
         what, row = lines.get(spans[-1].line - header, (None, None)) if spans else (None, None)
         if row is None:
-            raise
+            raise GelError(f"{file}: the converted network does not build: {e.message}") from None
         raise GelError(f"{what}: {e.message}", row.span).with_note(
             spans[-1], "in the converted statement") from None

@@ -38,10 +38,10 @@ def test_cli_writes_the_grid(tmp_path, capsys):
     assert main(["features", "--imgsz", "0", "-o", str(out)]) == 2
 
 
-def test_each_builtin_stack_starts_as_its_architecture_does():
-    """PlainNet and ResNet with He et al.'s fan-out initialisation (the ResNet paper's),
-    CSPNet and GELAN with PyTorch's default (YOLOv9's code): the spread of a 3×3 conv's
-    weights tells them apart (He: std √(2 / (9·C_out)); default: √(1 / (3·9·C_in)))."""
+def test_the_two_initialisations_have_their_papers_spreads():
+    """He et al.'s fan-out initialisation (the ResNet paper's, for PlainNet and ResNet)
+    and PyTorch's default (YOLOv9's code, for CSPNet and GELAN), told apart by the spread
+    of a 3×3 conv's weights: He std √(2 / (9·C_out)), default √(1 / (3·9·C_in))."""
     import gelanc
     from gelanc.features import INITS
 

@@ -328,6 +328,14 @@ def test_bad_yamls_are_located_errors(tmp_path, capsys, text, message):
     assert message in err and "bad.yaml:" in err
 
 
+def test_an_error_no_row_made_names_the_yaml_not_the_unwritten_spec(tmp_path, capsys):
+    # a stride of 2000 makes the network's largest stride 4000: no row's fault alone
+    err = _error(tmp_path, "nc: 3\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Conv, [16, 3, 2000]]\n"
+                           "head:\n  - [-1, 1, DDetect, [nc]]\n", capsys)
+    assert "bad.yaml: the converted network does not build: " in err and "largest stride" in err
+    assert "bad.gel" not in err
+
+
 def test_cli_writes_a_spec_that_builds(tmp_path, capsys, monkeypatch):
     path = tmp_path / "yolov9-c.yaml"
     path.write_text(reference_yaml("yolov9-c"))
@@ -341,7 +349,10 @@ def test_cli_writes_a_spec_that_builds(tmp_path, capsys, monkeypatch):
     assert main(["check", "yolov9-c.gel"]) == 0
     capsys.readouterr()
     assert main(["import-yaml", str(path), "-o", "-"]) == 0
-    assert capsys.readouterr().out.startswith('import "zoo/blocks.gel"')
+    text = capsys.readouterr().out
+    assert text.startswith('import "zoo/blocks.gel"')
+    assert main(["import-yaml", str(path), "-o", "-", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == text
 
 
 @pytest.mark.parametrize("row, message", [
