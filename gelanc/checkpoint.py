@@ -1,9 +1,10 @@
 """The checkpoint format every command uses: weights beside the `.gel` source.
 
 A checkpoint is a plain dict — strings, numbers, lists and tensors only — so that
-``torch.load(path, weights_only=True)`` reads it: loading a file never runs code
-from it. It embeds the spec's source and every file it imports, so the model can
-be rebuilt without the original files::
+``torch.load(path, weights_only=True)`` reads it (through :mod:`gelanc.safeload`,
+which checks the file first): loading a file never runs code from it. It embeds
+the spec's source and every file it imports, so the model can be rebuilt without
+the original files::
 
     {"format": "gelanc-checkpoint", "version": 1,
      "meta": {"model", "root", "sources", "links", "params", "deployed"},
@@ -16,19 +17,20 @@ a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import fx
 
-from gelanc.atomic import atomic_write
+from gelanc.atomic import atomic_dump
+from gelanc.diagnostics import GelError
+from gelanc.limits import MAX_PARAMS
+from gelanc.safeload import CheckpointError, printable
+
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "SpecMeta", "atomic_save", "build", "load", "read", "save"]
 
 FORMAT, VERSION = "gelanc-checkpoint", 1
-
-
-class CheckpointError(Exception):
-    """A file that is not a readable gelanc checkpoint (a user error: exit 2)."""
 
 
 class SpecMeta(BaseModel):
@@ -54,8 +56,11 @@ def meta_of(gm: fx.GraphModule) -> SpecMeta:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save, whole or not at all."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, whole or not at all: a full disk or a refused target is a
+    :class:`gelanc.atomic.WriteError` / :class:`~gelanc.atomic.UnsafeTarget` (OSErrors)
+    and leaves the previous file. torch writes through a Python file (not a path): its
+    C++ writer reports a failed write of a path as an opaque RuntimeError."""
+    return atomic_dump(path, lambda f: torch.save(obj, f))
 
 
 def save(gm: fx.GraphModule, path: str | Path, **extra: Any) -> Path:
@@ -66,42 +71,102 @@ def save(gm: fx.GraphModule, path: str | Path, **extra: Any) -> Path:
 
 
 def read(path: str | Path) -> dict:
-    """The checkpoint's dict, read without executing anything from the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no such checkpoint: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's problem
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint: {first}") from None
+    """The checkpoint's dict, read by :func:`gelanc.safeload.read` (nothing in the file
+    runs; nothing it declares is allocated unchecked), its structure validated."""
+    from gelanc import safeload
+
+    ckpt = safeload.read(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gelanc checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}; this gelanc reads {VERSION}")
+        raise CheckpointError(f"{path} has checkpoint version {printable(ckpt.get('version'))}; "
+                              f"this gelanc reads {VERSION}")
+    try:
+        Layout.model_validate(ckpt)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(printable(x, 40) for x in err["loc"])
+        raise CheckpointError(f"{path}: {where}: {err['msg'].removeprefix('Value error, ')}") from None
     return ckpt
 
 
 def load(path: str | Path) -> fx.GraphModule:
     """Rebuild the module from the embedded source and load its weights."""
+    return build(read(path), str(path))
+
+
+def build(ckpt: dict, path: str) -> fx.GraphModule:
+    """The module of a checkpoint :func:`read` returned (``path`` names it in errors).
+
+    The embedded spec is evaluated within gelanc's limits, and the network it describes
+    is allocated only if the file holds at least as many values as it has parameters:
+    a few kilobytes of spec cannot ask for gigabytes of weights."""
     from gelanc.dsl.loader import load_embedded
     from gelanc.ir.lower import lower
+    from gelanc.passes.deploy import deploy
     from gelanc.passes.validate import validate
-    from gelanc.torch_fx import deploy_module, to_fx
+    from gelanc.torch_fx import to_fx
 
-    ckpt = read(path)
-    try:
-        meta = SpecMeta.model_validate(ckpt.get("meta"))
-    except ValidationError as e:
-        raise CheckpointError(f"{path}: bad metadata: {e.errors()[0]['msg']}") from None
+    meta = SpecMeta.model_validate(ckpt["meta"])
     prog = load_embedded(meta.sources, meta.links, meta.root)
     g = lower(prog, meta.model, **meta.params)
     validate(g)
-    gm = to_fx(g, init=False)
-    if meta.deployed:
-        gm = deploy_module(gm)
-    missing, unexpected = gm.load_state_dict(ckpt["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the embedded spec "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if meta.deployed:  # built straight as the deploy graph: the train graph's weights are not in the file
+        g = deploy(g)
+    state = ckpt["state_dict"]
+    held = sum(t.numel() for t in state.values())
+    try:
+        gm = to_fx(g, init=False, max_params=min(held, MAX_PARAMS))
+    except GelError:
+        raise CheckpointError(f"{path}: its spec asks for more parameters than the {held:,} values it "
+                              f"holds") from None
+    gm.meta["gelanc"]["deployed"] = meta.deployed
+    fit_weights(gm, state, path)
     return gm
+
+
+def fit_weights(gm: fx.GraphModule, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``gm`` exactly: every tensor present, of its shape; else a
+    CheckpointError naming the first that is not."""
+    own = gm.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit the embedded spec (missing "
+                              f"{[printable(k, 60) for k in missing[:3]]}, unexpected "
+                              f"{[printable(k, 60) for k in unexpected[:3]]})")
+    for k, t in own.items():
+        v = state[k]
+        if v.shape != t.shape or not (v.is_floating_point() or v.dtype == t.dtype):
+            raise CheckpointError(f"{source}: weight '{printable(k, 60)}' is {_describe(v)} in the file; "
+                                  f"the embedded spec needs {_describe(t)}")
+    gm.load_state_dict(state, strict=True)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{'×'.join(map(str, t.shape)) or 'a scalar'} {str(t.dtype).removeprefix('torch.')}"
+
+
+def _clean_name(v: str) -> str:
+    if not 0 < len(v) <= 200 or printable(v, 200) != v:
+        raise ValueError("a class name must be 1 to 200 printable characters")
+    return v
+
+
+class Layout(BaseModel):
+    """The top level of a checkpoint, as far as gelanc's commands read it; other keys
+    (the training state under ``train``, checked where a run resumes) are kept."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    meta: SpecMeta
+    state_dict: dict[str, torch.Tensor]
+    names: list[Annotated[str, AfterValidator(_clean_name)]] | None = Field(None, max_length=100_000)
+    metrics: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _run_args(cls, v):
+        if v is not None and not isinstance(v.get("args", {}), dict):
+            raise ValueError("the run's settings must be a mapping")
+        return v

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gelanc.limits import MAX_SPEC_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
@@ -77,13 +79,28 @@ class SourceCache:
     def line(self, name: str, lineno: int) -> str | None:
         text = self._texts.get(name)
         if text is None:
-            try:
-                text = Path(name).read_text(encoding="utf-8", errors="replace")
-            except OSError:
+            text = _read_spec(name)
+            if text is None:
                 return None
             self._texts[name] = text
         lines = text.split("\n")  # lark counts lines by \n alone
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else None
+
+
+def _read_spec(name: str) -> str | None:
+    """A file's text for quoting, read only where it is a .gel spec that the loader would read.
+
+    Diagnostics never quote another kind of file (a span naming /etc/shadow quotes
+    nothing), one larger than a spec may be, or one that is not UTF-8 text."""
+    try:
+        path = Path(name).resolve(strict=True)
+        if not path.name.endswith(".gel") or not path.is_file():
+            return None
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        return data.decode("utf-8") if len(data) <= MAX_SPEC_BYTES else None
+    except (OSError, ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 SOURCES = SourceCache()

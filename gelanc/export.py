@@ -1,19 +1,24 @@
 """Export a compiled module: ONNX (checked with onnxruntime), TorchScript, torch.export.
 
 What is exported is the inference function ``images → predictions``: the module in
-eval mode, its decoded output ``(B, 4 + nc, anchors)``. Every file is written to a
-temporary name beside the target and renamed into place once it has been checked,
-so a failure leaves no partial file.
+eval mode, its decoded output ``(B, 4 + nc, anchors)``. Every file is written into a
+temporary folder beside the target (:mod:`gelanc.atomic`) and renamed into place once
+it has been checked against PyTorch, so a failure — a full disk, a file that differs —
+leaves the previous file, or none, and nothing beside it: whatever an exporter writes
+next to its file (ONNX external data) goes with the temporary folder. The writers hand
+the bytes to Python (:func:`gelanc.atomic.write_stream`), never a path to torch's C++
+zip writer, which aborts the process on a full disk instead of raising.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from torch import fx, nn
 
-from gelanc.atomic import atomic_write
+from gelanc.atomic import atomic_write, write_stream
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript", "pt2": ".pt2"}
 
@@ -60,15 +65,14 @@ def export(model: fx.GraphModule, fmt: str, path: str | Path, imgsz: tuple[int, 
     writer = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2}[fmt]
     got: dict = {}
 
-    def write(tmp: Path) -> None:
-        got["output"] = writer(net, x, tmp, dynamic)
+    def write(tmp: Path) -> None:  # checked before it is renamed: a file that differs never replaces one
+        got["err"] = err = _close(writer(net, x, tmp, dynamic), expected, tol)
+        if err > tol:
+            raise RuntimeError(f"the exported {fmt} file differs from PyTorch by {err:.2e} of the output's scale "
+                               f"(allowed {tol:.0e}); nothing was kept")
 
     atomic_write(path, write)
-    err = _close(got["output"], expected, tol)
-    if err > tol:
-        path.unlink(missing_ok=True)
-        raise RuntimeError(f"the exported {fmt} file differs from PyTorch by {err:.2e} of the output's scale "
-                           f"(allowed {tol:.0e}); nothing was kept")
+    err = got["err"]
     return {"path": str(path), "format": fmt, "input": list(x.shape), "dtype": str(dtype).replace("torch.", ""),
             "dynamic": dynamic, "output": list(expected.shape), "max_rel_error": err, "layout": layout}
 
@@ -83,6 +87,10 @@ def _onnx(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Te
                       opset_version=18 if x.dtype == torch.float16 else 17,
                       dynamic_axes=axes if dynamic else None, dynamo=x.dtype == torch.float16,
                       **({"external_data": False} if x.dtype == torch.float16 else {}))
+    beside = sorted(p.name for p in tmp.parent.iterdir() if p != tmp)  # the writer's folder is gelanc's own
+    if beside:  # external data (weights over protobuf's 2 GB): a second file, which the rename would leave out
+        raise RuntimeError(f"the ONNX exporter wrote {len(beside)} file(s) of external data beside the model "
+                           f"(weights over 2 GB); gelanc writes single-file ONNX only, so nothing was kept")
     onnx.checker.check_model(str(tmp))
     session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
@@ -90,7 +98,7 @@ def _onnx(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Te
 
 def _torchscript(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Tensor:
     scripted = torch.jit.trace(net, (x,), check_trace=False)
-    scripted.save(str(tmp))
+    write_stream(tmp, lambda f: torch.jit.save(scripted, f))
     with torch.no_grad():
         return torch.jit.load(str(tmp))(x)
 
@@ -103,6 +111,8 @@ def _pt2(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Ten
         shapes = {"images": {0: d("batch", min=1, max=1024), 2: 32 * d("h", min=1, max=128),
                              3: 32 * d("w", min=1, max=128)}}
     program = torch.export.export(net, (x,), dynamic_shapes=shapes)
-    torch.export.save(program, str(tmp))
+    buf = io.BytesIO()  # torch.export.save aborts the process when its file fails, so: memory, then the file
+    torch.export.save(program, buf)
+    write_stream(tmp, lambda f: f.write(buf.getbuffer()))
     with torch.no_grad():
         return torch.export.load(str(tmp)).module()(x)

@@ -56,11 +56,12 @@ def spec_path(name: str) -> Path:
 
 
 def load_image(path: str | Path, size: int) -> torch.Tensor:
-    """The image as a (1, 3, size, size) float batch in [0, 1] (torchvision's I/O)."""
-    from torchvision.io import ImageReadMode, read_image
+    """The image as a (1, 3, size, size) float batch in [0, 1] (decoded as training decodes)."""
     from torchvision.transforms.v2 import functional as TF
 
-    img = read_image(str(path), mode=ImageReadMode.RGB)
+    from gelanc.data.image import read_rgb
+
+    img = read_rgb(path)
     img = TF.resize(img, [size, size], antialias=True)
     return (img.float() / 255).unsqueeze(0)
 

@@ -46,13 +46,15 @@ def find_images(sources: list[str]) -> list[Path]:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """(3, H, W) uint8, or a SourceError naming the file."""
-    from torchvision.io import ImageReadMode, decode_image
+    """(3, H, W) uint8 as training reads it (:func:`gelanc.data.image.read_rgb`), or a
+    SourceError naming the file."""
+    from gelanc.data.image import ImageError
+    from gelanc.data.image import read_rgb as decode
 
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError, OSError) as e:
-        raise SourceError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        return decode(path)
+    except ImageError as e:
+        raise SourceError(f"cannot read {path}: {e}") from None
 
 
 @torch.no_grad()
@@ -107,6 +109,46 @@ def run(model: Prepared, paths: list[Path], size: int, conf: float, iou: float, 
     for p in paths:
         image = read_rgb(p)
         yield p, image, detect(model, image, size, conf, iou, max_det)
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """The drawn image's file name for each input: its own name (PNG unless it is a JPEG
+    or PNG), numbered when two inputs from different folders share one."""
+    used: set[str] = set()
+    names: dict[Path, str] = {}
+    for path in paths:
+        if path in names:  # the same file given twice
+            continue
+        suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+        name, k = path.stem + suffix, 2
+        while name in used:
+            name, k = f"{path.stem}_{k}{suffix}", k + 1
+        used.add(name)
+        names[path] = name
+    return names
+
+
+def check_out(out: Path, sources: list[str], paths: list[Path], files: list[str]) -> None:
+    """Refuse, before any work, to write into a source folder (or a folder inside one) or
+    over an input, saying which; and refuse output files that are not regular files
+    (:func:`gelanc.atomic.check_target`). Raises :class:`gelanc.atomic.UnsafeTarget`."""
+    import errno
+
+    from gelanc.atomic import UnsafeTarget, check_not_input, check_target, input_ids
+
+    target = out.resolve()
+    for s in sources:
+        folder = Path(s)
+        if folder.is_dir():
+            src = folder.resolve()
+            if target == src or src in target.parents:
+                where = "the source folder" if target == src else "inside the source folder"
+                raise UnsafeTarget(errno.EEXIST, f"it is {where} {s} (gelanc never writes into its inputs; "
+                                                 f"choose another -o)", str(out))
+    inputs = input_ids(paths)
+    for f in files:
+        check_target(out / f)
+        check_not_input(out / f, inputs)
 
 
 def write_image(path: Path, image: torch.Tensor) -> None:

@@ -213,20 +213,25 @@ def reference_state(ckpt) -> tuple[dict[str, torch.Tensor], dict]:
     Takes a reference checkpoint (``{"model": <record>, "ema": …}``, the EMA preferred),
     or a plain state_dict in the reference's layout (what ``gelanc export-weights`` writes)."""
     from gelanc.refckpt import model_of, tensors
+    from gelanc.safeload import printable
 
-    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt), {}
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        return reference_state(ckpt["model"])
+    for _ in range(8):  # {"model": {"model": state_dict}}: a few levels, not a hostile file's thousands
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return dict(ckpt), {}
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)):
+            break
+        ckpt = ckpt["model"]
     model = model_of(ckpt)
     info: dict = {}
     yaml = model.state.get("yaml")
-    if isinstance(yaml, dict) and isinstance(yaml.get("nc"), int):
+    if isinstance(yaml, dict) and type(yaml.get("nc")) is int:
         info["nc"] = yaml["nc"]
     names = model.state.get("names")
-    if isinstance(names, dict):
+    if isinstance(names, dict) and all(type(k) is int for k in names):
         names = [names[k] for k in sorted(names)]
-    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+    # class names end up in our checkpoint and on screen: only short, printable text is kept
+    if isinstance(names, list) and all(isinstance(n, str) and 0 < len(n) <= 200 and printable(n, 200) == n
+                                       for n in names):
         info["names"] = names
     flat = tensors(model)
     if not any(k.startswith("model.") for k in flat):

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gelanc.diagnostics import SOURCES, GelError, Span
+from gelanc.yamlfile import compose, parse, read_bounded
 
 DIALECTS = ("reference", "ultralytics")
 
@@ -82,12 +83,14 @@ def _read(text: str, file: str) -> tuple[ModelYaml, list[tuple[Any, yaml.Node]]]
     """The YAML's settings, and its rows with their nodes (for locations)."""
     SOURCES.add(file, text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = compose(text)
+        data = parse(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         span = Span(file, mark.line + 1, mark.column + 1) if mark else None
         raise GelError(f"not valid YAML: {e.problem or e.context}", span) from None
+    except yaml.YAMLError as e:
+        raise GelError(f"{file}: not valid YAML: {e}") from None
     if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
         raise GelError(f"{file}: a model YAML is a mapping with `backbone` and `head` lists")
     nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
@@ -350,11 +353,15 @@ def convert(text: str, file: str = "<model.yaml>", *, scale: str | None = None, 
 def convert_file(path: str | Path, **options) -> Converted:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path).decode("utf-8")
     except FileNotFoundError:
         raise GelError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise GelError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    except UnicodeDecodeError:
+        raise GelError(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as e:
+        raise GelError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:
+        raise GelError(f"{path}: {e}: not a model YAML") from None
     return convert(text, str(path), **options)
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from gelanc.ir.graph import Ref, inputs, topo_order
+from gelanc.limits import MAX_PARAMS
 from gelanc.ops import REGISTRY
 from gelanc.passes.shapes import strides
 
@@ -277,8 +278,14 @@ def _branch_convs(g: nx.DiGraph, node: str, a) -> tuple[str | None, str | None]:
     return box, cls
 
 
-def to_fx(g: nx.DiGraph, init: bool = True) -> fx.GraphModule:
-    """The IR as a GraphModule (weights initialised as the reference initialises them)."""
+def to_fx(g: nx.DiGraph, init: bool = True, max_params: int = MAX_PARAMS) -> fx.GraphModule:
+    """The IR as a GraphModule (weights initialised as the reference initialises them).
+
+    The one place a network's weights are allocated: a graph of more than ``max_params``
+    parameters is a located GelError first."""
+    from gelanc.passes.budget import check_params
+
+    check_params(g, max_params)
     gm = _Builder(g).build(init)
     if init:
         initialise(gm, g)

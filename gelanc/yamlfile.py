@@ -9,7 +9,49 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gelanc.limits import MAX_DATA_YAML_BYTES
+
 M = TypeVar("M", bound=BaseModel)
+
+
+class Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases.
+
+    ``*name`` makes a reference, not a copy, so a few kilobytes of nested aliases (the
+    "billion laughs") read as a structure that anything walking it — pydantic's
+    validation, our conversion — visits billions of times. The files gelanc reads never
+    need one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in this file",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse(text: str):
+    """The YAML ``text`` as Python data (:class:`Loader`), or a ``yaml.YAMLError``."""
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise yaml.YAMLError("collections nested too deeply") from None
+
+
+def compose(text: str) -> yaml.Node:
+    """The YAML ``text``'s node tree (for locations), read as :func:`parse` reads it."""
+    try:
+        return yaml.compose(text, Loader=Loader)
+    except RecursionError:
+        raise yaml.YAMLError("collections nested too deeply") from None
+
+
+def read_bounded(path: Path, limit: int = MAX_DATA_YAML_BYTES) -> bytes:
+    """At most ``limit`` bytes of the file, or a ValueError when it holds more."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # never more than the bound, whatever the file's size
+    if len(data) > limit:
+        raise ValueError(f"over {limit:,} bytes (gelanc.limits.MAX_DATA_YAML_BYTES)")
+    return data
 
 
 def read_mapping(path: str | Path, error: type[Exception], what: str) -> dict:
@@ -18,11 +60,17 @@ def read_mapping(path: str | Path, error: type[Exception], what: str) -> dict:
     if not path.is_file():
         raise error(f"no such {what} file: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_bounded(path)
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror or type(e).__name__}") from None
+    except ValueError as e:
+        raise error(f"{path}: {e}: not a {what} file") from None
+    try:
+        raw = parse(data.decode("utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise error(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        raise error(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file") from None
     if raw is None:

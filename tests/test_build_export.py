@@ -1,6 +1,9 @@
 """`gelanc build` and `gelanc export`: files written, checked, and nothing half-written."""
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +105,152 @@ def test_files_that_run_in_pytorch_keep_channels_last_weights(tmp_path):
     convs = [p for n, p in loaded.named_parameters() if p.dim() == 4 and p.shape[-1] == 3]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     assert export(m, "onnx", tmp_path / "m.onnx", (64, 64))["layout"] == "default"
+
+
+# ---- a full disk, and targets that are not ours to replace ----------------------------
+
+TINY = Path(__file__).parent / "specs" / "nobn.gel"  # a small detector: exports in a second
+
+
+def _tiny():
+    return gelanc.deploy(gelanc.compile(TINY, nc=2))
+
+
+def _onnx_fills_the_disk(net, args, f, **kw):
+    """What torch.onnx.export leaves when the disk fills: part of the model, and part of
+    its external data beside it."""
+    Path(f).write_bytes(b"\x08\x07partial")
+    Path(f"{f}.data").write_bytes(b"\0" * 100)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_export_on_a_full_disk_keeps_the_previous_file_and_leaves_nothing_beside(fmt, tmp_path, monkeypatch,
+                                                                              disk_fills_after):
+    from gelanc.atomic import WriteError
+
+    target = tmp_path / f"m.{fmt}"
+    target.write_bytes(b"the previous export")
+    if fmt == "onnx":
+        monkeypatch.setattr(torch.onnx, "export", _onnx_fills_the_disk)
+    else:
+        disk_fills_after(4096)
+    with pytest.raises(WriteError) as e:
+        export(_tiny(), fmt, target, (64, 64))
+    assert str(e.value) == f"cannot write {target}: {os.strerror(errno.ENOSPC)}"
+    assert target.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"m.{fmt}"]
+
+
+def test_an_export_that_fails_its_check_keeps_the_previous_file(tmp_path, monkeypatch):
+    import gelanc.export as ex
+
+    target = tmp_path / "m.torchscript"
+    target.write_bytes(b"the previous export")
+    monkeypatch.setattr(ex, "_close", lambda a, b, rel: 1.0)  # the file differs from PyTorch
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export(_tiny(), "torchscript", target, (64, 64))
+    assert target.read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.torchscript"]
+
+
+def test_export_cli_on_a_full_disk_is_one_line(tmp_path, capsys, disk_fills_after):
+    disk_fills_after(0)
+    code = main(["export", str(TINY), "--format", "pt2", "--imgsz", "64", "-o", str(tmp_path / "m.pt2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == f"gelanc: error: cannot write {tmp_path / 'm.pt2'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_symlink_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    import gelanc.export as ex
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "m.onnx").symlink_to(victim)
+    monkeypatch.setattr(ex, "export", lambda *a, **k: pytest.fail("exported to a refused target"))
+    assert main(["export", str(TINY), "--format", "onnx", "--imgsz", "64", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert (tmp_path / "m.onnx").is_symlink() and victim.read_text() == "precious"
+
+
+def _build(out: Path) -> int:
+    return main(["build", str(TINY), "-o", str(out), "--set", "nc=2"])
+
+
+def test_build_on_a_full_disk_writes_none_of_its_files_and_keeps_what_was_there(tmp_path, capsys, monkeypatch,
+                                                                                disk_fills_after):
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "nobn.py").write_text("an earlier build")
+    disk_fills_after(1000)  # the checkpoint, the last file, fails
+    assert _build(out) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out / 'nobn.pt'}: No space left on device" in err
+    assert sorted(p.name for p in out.iterdir()) == ["nobn.py", "notes.txt"]
+    assert (out / "nobn.py").read_text() == "an earlier build" and (out / "notes.txt").read_text() == "mine"
+
+    monkeypatch.undo()
+    assert _build(tmp_path / "new") == 0  # the disk has room again: written whole
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [
+        "nobn.ir.json", "nobn.pt", "nobn.py", "nobn.stats.json"]
+
+
+def test_build_puts_back_what_it_replaced_when_a_rename_fails(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "b"
+    out.mkdir()
+    earlier = {"nobn.py": "old code", "nobn.ir.json": "old ir", "nobn.stats.json": "old stats"}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    real, renamed = os.replace, []
+
+    def replace(src, dst):
+        if Path(dst).parent == out and Path(dst).name.startswith("nobn."):
+            renamed.append(Path(dst).name)
+            if len(renamed) == 3:  # the third file's rename fails (an I/O error, say); putting back works
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert _build(out) == 2
+    assert "Input/output error" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert len(renamed) == 5  # two renamed, one failed, two put back
+    assert {p.name: p.read_text() for p in out.iterdir()} == earlier  # the two replaced files are back
+
+
+def test_an_onnx_export_with_external_data_is_refused_not_half_kept(tmp_path, monkeypatch):
+    """Weights over 2 GB go to files beside the .onnx: moving the model alone would leave
+    a file that names data that is not there."""
+    def export_with_external_data(net, args, f, **kw):
+        Path(f).write_bytes(b"model")
+        Path(f"{f}.data").write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.onnx, "export", export_with_external_data)
+    with pytest.raises(RuntimeError, match="external data"):
+        export(_tiny(), "onnx", tmp_path / "m.onnx", (64, 64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_absurd_width_is_a_located_error_before_any_allocation(tmp_path, capsys, monkeypatch):
+    from gelanc import torch_fx
+
+    spec = tmp_path / "wide.gel"
+    spec.write_text("model wide() {\n    x = input(3)\n    y = conv2d(x, 20000, 3)\n"
+                    "    return conv2d(y, 20000, 3)\n}\n")
+    monkeypatch.setattr(torch_fx._Builder, "build", lambda *a: pytest.fail("the network was allocated"))
+    assert main(["build", str(spec), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "wide.gel:4:12: error: the network would have 3,600,580,000 parameters, over gelanc's limit" in err
+    assert not (tmp_path / "out").exists()
+    # a model parameter past every bound is refused where it is given, not as an overflow inside torch
+    assert main(["build", str(SPECS / "gelan-t.gel"), "--set", f"nc={10**30}", "-o", str(tmp_path / "o")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_export_refuses_a_size_whose_feature_maps_are_over_the_bound(tmp_path, capsys):
+    assert main(["export", str(SPECS / "gelan-t.gel"), "--format", "onnx", "--imgsz", "8192",
+                 "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "8192×8192 is over gelanc's limit of 4096 pixels a side" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

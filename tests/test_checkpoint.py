@@ -37,7 +37,7 @@ def test_loading_never_runs_code(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "gelanc-checkpoint", "x": Evil()}, path)
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="asks to call posix.system"):
         gelanc.load(path)
     assert not (tmp_path / "pwned").exists()
 
@@ -65,3 +65,43 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
         gelanc.save(m, target)
     assert target.read_bytes() == before  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]  # no temporary left
+
+
+def test_save_on_a_full_disk_is_a_write_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """The disk fills while torch.save streams the archive: torch's own error (a RuntimeError
+    from its zip writer) must not hide the reason, and nothing may be left."""
+    import errno
+
+    from gelanc import atomic
+    from gelanc.atomic import WriteError
+
+    m = gelanc.compile(SPECS / "gelan-t.gel")
+    target = tmp_path / "out.pt"
+    target.write_bytes(b"the previous checkpoint")
+    written = [0]
+
+    def write_some(self, view):  # what a filling disk does: a short write, then ENOSPC
+        if written[0] >= 50_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(self._fd, view[:50_000 - written[0]])
+        written[0] += n
+        return n
+
+    monkeypatch.setattr(atomic._Sink, "_write_some", write_some)
+    with pytest.raises(WriteError) as e:
+        gelanc.save(m, target)
+    assert e.value.errno == errno.ENOSPC and str(e.value) == f"cannot write {target}: No space left on device"
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]
+
+
+def test_save_refuses_to_replace_a_symlink(tmp_path):
+    from gelanc.atomic import UnsafeTarget
+
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "out.pt").symlink_to(victim)
+    with pytest.raises(UnsafeTarget, match="symbolic link"):
+        gelanc.save(gelanc.compile(SPECS / "gelan-t.gel"), tmp_path / "out.pt")
+    assert (tmp_path / "out.pt").is_symlink() and victim.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt", "victim.pt"]

@@ -147,3 +147,25 @@ def test_names_must_agree_with_the_categories(dataset, tmp_path):
                                         "val: {annotations: instances.json, images: images}\nnames: [a, b]\n")
     with pytest.raises(DataError, match="3 categories, but names lists 2"):
         load_split(load_data_config(tmp_path / "data.yaml"), "train", tmp_path)
+
+
+def test_image_sizes_are_the_decoded_ones_with_exif_orientation(tmp_path):
+    """A phone photo stored 60×40 with "turn 90°" in its EXIF is 40×60 as decoded and as
+    the JSON (drawn on the turned picture) says; the stored size is another picture."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name in ("turned.jpg", "stored.jpg"):
+        Image.new("RGB", (60, 40), (90, 90, 90)).save(folder / name, exif=exif)
+    doc = {"images": [{"id": 1, "file_name": "turned.jpg", "width": 40, "height": 60},
+                      {"id": 2, "file_name": "stored.jpg", "width": 60, "height": 40}],
+           "categories": [{"id": 1, "name": "thing"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 30]}]}
+    (tmp_path / "instances.json").write_text(json.dumps(doc))
+    scan, _ = scan_coco(tmp_path / "instances.json", folder)
+    assert [p.name for p in scan.images] == ["turned.jpg"]
+    assert scan.labels[0].tolist() == [[0, 0.25, 0.25, 0.5, 0.5]]
+    assert scan.problems[coco.SIZE_MISMATCH] == ["stored.jpg: 40×60 pixels, the JSON says 60×40"]

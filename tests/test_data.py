@@ -77,6 +77,11 @@ def test_cli_synth_and_refuses_a_full_folder(tmp_path, capsys):
     ("train: {annotations: x.json}\nval: b\nnames: [a]\n", "train.images: Field required"),
     ("train: 5\nval: b\nnames: [a]\n", "train: expected a folder or .txt list of images"),
     ("train: {annotations: x.json, images: i}\nval: b\n", "names is missing"),
+    # the billion laughs: nine levels of nine aliases each would be 387 M names to validate
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join(['*' + p] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))
+     + "train: a\nval: b\nnames: *i\n", r"data.yaml:2:\d+: not valid YAML: aliases \(\*name\) are not supported"),
+    ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: collections nested too deeply"),
 ])
 def test_bad_data_yaml_is_a_clear_error(tmp_path, text, message):
     p = tmp_path / "data.yaml"
@@ -151,8 +156,9 @@ def test_dataset_and_collate(tmp_path):
     cfg, root = _dataset(tmp_path)
     split = scan(image_files(cfg.split("val", root)), cfg.nc)
     loader = torch.utils.data.DataLoader(YoloDataset(split, 96), batch_size=2, collate_fn=collate)
-    images, targets, paths = next(iter(loader))
+    images, targets, paths, skipped = next(iter(loader))
     assert images.shape == (2, 3, 96, 96) and images.dtype == torch.uint8
     assert targets.shape[1] == 6 and set(targets[:, 0].tolist()) <= {0.0, 1.0}
+    assert len(paths) == 2 and skipped == []
     assert len(targets) == sum(len(t) for t in split.labels)
     assert label_file(root / "images/val/000006.png") == root / "labels/val/000006.txt"

@@ -58,9 +58,15 @@ _SNIPPETS = [
     "aux { }", "return x", "y = x + x", "for i in range(2) { }", "x = input(3)",
 ]
 
-# Numbers a mutation may put in place of another. Kept small: a width or depth of
-# thousands makes a valid but huge network, which is slow, not wrong.
-_NUMBERS = ["0", "1", "2", "3", "5", "7", "16", "33", "63", "64", "0.5", "1.0", "-1", "none", "x"]
+# Numbers a mutation may put in place of another: small ones mostly, and some that
+# make a depth, a loop or a number run into gelanc/limits.py (a bounded error, not a hang).
+_NUMBERS = ["0", "1", "2", "3", "5", "7", "16", "33", "63", "64", "0.5", "1.0", "-1", "none", "x",
+            "10000", "99999", "9007199254740993", "1e300"]
+
+# A file no spec may read, and the ways a mutant may try to: its marker must never be printed.
+SECRET = "SECRET-MARKER-5d1e"
+_HOSTILE_IMPORTS = ['import "secret.txt"', 'import "link.gel"', 'import "../secret.txt"',
+                    'import "/proc/self/environ"', 'import "/etc/passwd"']
 
 
 @st.composite
@@ -68,7 +74,7 @@ def mutated(draw, text: str) -> str:
     """`text` with one to three random edits."""
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(["drop_token", "drop_span", "swap_lines", "insert", "truncate",
-                                     "dup_line", "number", "name", "drop_line"]))
+                                     "dup_line", "number", "name", "drop_line", "hostile_import"]))
         text = _mutate(draw, kind, text)
     return text
 
@@ -101,6 +107,8 @@ def _mutate(draw, kind: str, text: str) -> str:
                                st.text(min_size=1, max_size=8),
                                st.binary(min_size=1, max_size=6).map(lambda b: b.decode("latin-1"))))
         return text[:i] + piece + text[i:]
+    elif kind == "hostile_import":  # at the top, where an import is valid
+        return draw(st.sampled_from(_HOSTILE_IMPORTS)) + "\n" + text
     elif kind == "truncate":
         return text[: draw(st.integers(0, n))]
     elif kind == "number":
@@ -153,6 +161,7 @@ def run_check(path: Path, capsys) -> None:
     out, err = capsys.readouterr()
     assert code in (0, 2), f"exit status {code}\n{err}"
     assert "Traceback" not in err
+    assert SECRET not in out + err, "the content of a file that is not a spec was printed"
     if code == 2:
         assert "error: " in err, f"exit status 2 without a diagnostic:\n{err}"
 
@@ -167,7 +176,16 @@ def spec_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fuzz_specs")
     for p in SPECS:
         shutil.copy(p, d / p.name)
+    _plant_secret(d)
     return d
+
+
+def _plant_secret(d: Path) -> None:
+    """A secret beside the specs and one folder up, and a link named like a spec to it."""
+    for where in (d, d.parent):
+        (where / "secret.txt").write_text(f"{SECRET}\nmodel m() {{ return input(3) }}\n", encoding="utf-8")
+    with contextlib.suppress(OSError):
+        (d / "link.gel").symlink_to(d / "secret.txt")
 
 
 # ---- the properties -------------------------------------------------------------------
@@ -190,6 +208,7 @@ def test_mutated_spec_gives_a_diagnostic(spec_dir, capsys, data, name):
 def test_mutated_zoo_gives_a_diagnostic(tmp_path_factory, capsys, data, name):
     blocks = data.draw(mutated(BLOCKS_TEXT), label="mutated zoo/blocks.gel")
     d = tmp_path_factory.mktemp("fuzz_zoo")
+    _plant_secret(d)
     (d / "zoo").mkdir()
     (d / "zoo" / "blocks.gel").write_bytes(blocks.encode("utf-8", errors="surrogateescape"))
     spec = d / name

@@ -14,6 +14,12 @@ before the affine, or an aspect ratio over 100.
 Every random draw of sample ``i`` in epoch ``e`` comes from a generator seeded with
 (seed, e, i) alone: the same sample in any worker process, or in a resumed run, is
 the same bytes.
+
+An image that cannot be decoded (changed or removed since the scan) never stops an
+epoch: when it is the sample's own, the sample is skipped (a :class:`Sample` without
+an image, which ``collate`` leaves out of the batch); when it is one of the three
+others of a mosaic, its quarter stays grey; when it heads the mixed-in mosaic, there
+is no mixup. Each such file is listed in the sample's ``skipped``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as TF
 
-from gelanc.data.dataset import Scan, letterbox
+from gelanc.data.dataset import Sample, Scan, letterbox, unreadable
+from gelanc.data.image import ImageError, read_rgb
 from gelanc.train.hyp import Hyp
 
 GREY = 114
@@ -54,7 +61,8 @@ def candidates(before: torch.Tensor, after: torch.Tensor, scale: float) -> torch
 
 class AugmentedDataset(Dataset):
     """Augmented training samples, shaped as :class:`gelanc.data.dataset.YoloDataset`'s:
-    ``(image uint8 (3, S, S), labels (n, 5) class cx cy w h normalised, path)``."""
+    :class:`gelanc.data.dataset.Sample` ``(image uint8 (3, S, S), labels (n, 5) class
+    cx cy w h normalised, path, skipped)``."""
 
     def __init__(self, split: Scan, size: int, hyp: Hyp, seed: int = 0):
         self.split, self.size, self.hyp, self.seed = split, size, hyp, seed
@@ -70,10 +78,9 @@ class AugmentedDataset(Dataset):
     # ---- loading ------------------------------------------------------------------
 
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image i resized so its longer side is S: (3, h, w) uint8, classes (n,), boxes (n, 4) xyxy pixels."""
-        from torchvision.io import ImageReadMode, decode_image
-
-        image = decode_image(str(self.split.images[i]), mode=ImageReadMode.RGB)
+        """Image i resized so its longer side is S: (3, h, w) uint8, classes (n,), boxes (n, 4) xyxy pixels;
+        an ImageError when it cannot be decoded."""
+        image = read_rgb(self.split.images[i])
         _, h, w = image.shape
         r = self.size / max(h, w)
         nh, nw = max(1, round(h * r)), max(1, round(w * r))
@@ -83,23 +90,30 @@ class AugmentedDataset(Dataset):
         return image, labels[:, 0].clone(), xyxy
 
     def letterboxed(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image i on an S×S grey canvas (as validation sees it)."""
-        from torchvision.io import ImageReadMode, decode_image
-
-        image = decode_image(str(self.split.images[i]), mode=ImageReadMode.RGB)
+        """Image i on an S×S grey canvas (as validation sees it); an ImageError when it cannot be decoded."""
+        image = read_rgb(self.split.images[i])
         labels = self.split.labels[i]
         image, cxcywh = letterbox(image, labels[:, 1:5], self.size)
         return image, labels[:, 0].clone(), box_convert(cxcywh * self.size, "cxcywh", "xyxy")
 
-    def mosaic(self, i: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Four images around a random centre of a 2S×2S canvas."""
+    def mosaic(self, i: int, g: torch.Generator, failed: list[tuple[str, str]]
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Four images around a random centre of a 2S×2S canvas. An ImageError when image
+        i cannot be decoded; another that cannot is left out (its quarter grey) and
+        added to ``failed``."""
         s = self.size
         canvas = torch.full((3, 2 * s, 2 * s), GREY, dtype=torch.uint8)
         xc, yc = (int(uniform(g, 0.5 * s, 1.5 * s)) for _ in range(2))
         others = torch.randint(len(self), (3,), generator=g).tolist()
-        classes, boxes = [], []
+        classes, boxes = [torch.zeros(0)], [torch.zeros(0, 4)]
         for k, j in enumerate([i, *others]):
-            img, cls, xyxy = self.load(j)
+            try:
+                img, cls, xyxy = self.load(j)
+            except ImageError as e:
+                if k == 0:
+                    raise
+                failed.append((str(self.split.images[j]), str(e)))
+                continue
             _, h, w = img.shape
             # where the tile goes on the canvas: top-left, top-right, bottom-left, bottom-right of the centre
             x1, y1 = (xc - w, xc)[k % 2], (yc - h, yc)[k // 2]
@@ -148,18 +162,29 @@ class AugmentedDataset(Dataset):
 
     # ---- a sample ---------------------------------------------------------------------
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> Sample:
+        failed: list[tuple[str, str]] = []
+        try:
+            return self.sample(i, failed)
+        except ImageError as e:  # the sample's own image
+            return unreadable(self.split.images[i], e, failed)
+
+    def sample(self, i: int, failed: list[tuple[str, str]]) -> Sample:
         g = generator(self.seed, self.epoch, i)
         h, s = self.hyp, self.size
         is_mosaic = self.use_mosaic and uniform(g) < h.mosaic
         if is_mosaic:
-            image, classes, xyxy = self.affine(*self.mosaic(i, g), g)
+            image, classes, xyxy = self.affine(*self.mosaic(i, g, failed), g)
             if uniform(g) < h.mixup:
                 j = int(torch.randint(len(self), (), generator=g))
-                image2, classes2, xyxy2 = self.affine(*self.mosaic(j, g), g)
-                r = beta(g)
-                image = (image.float() * r + image2.float() * (1 - r)).round().to(torch.uint8)
-                classes, xyxy = torch.cat([classes, classes2]), torch.cat([xyxy, xyxy2])
+                try:
+                    image2, classes2, xyxy2 = self.affine(*self.mosaic(j, g, failed), g)
+                except ImageError as e:  # the mixed-in mosaic's own image: no mixup
+                    failed.append((str(self.split.images[j]), str(e)))
+                else:
+                    r = beta(g)
+                    image = (image.float() * r + image2.float() * (1 - r)).round().to(torch.uint8)
+                    classes, xyxy = torch.cat([classes, classes2]), torch.cat([xyxy, xyxy2])
         else:
             image, classes, xyxy = self.affine(*self.letterboxed(i), g)
         image = self.hsv(image, g)
@@ -171,7 +196,7 @@ class AugmentedDataset(Dataset):
             xyxy = TF.vertical_flip(boxes_of(xyxy, s, s)).as_subclass(torch.Tensor)
         cxcywh = box_convert(xyxy, "xyxy", "cxcywh") / s
         labels = torch.cat([classes.view(-1, 1).float(), cxcywh.float()], 1)
-        return image.contiguous(), labels, str(self.split.images[i])
+        return Sample(image.contiguous(), labels, str(self.split.images[i]), tuple(failed))
 
 
 def beta(g: torch.Generator, a: float = 32.0) -> float:

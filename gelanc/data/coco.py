@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from gelanc.data.config import DataError
-from gelanc.data.dataset import Scan, check_image
+from gelanc.data.dataset import Scan, measure_image
 
 # the problem kinds scan_coco notes (beside dataset.py's "corrupt images" and "empty images …")
 MISSING = "missing images"
@@ -89,14 +89,6 @@ def image_entries(raw: dict, folder: Path, out: Scan, source: str) -> dict[int, 
     return entries
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header (the file is already known to decode)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
-
-
 def boxes_by_image(raw: dict, entries: dict, class_of: dict[int, int], out: Scan, source: str
                    ) -> dict[int, list[tuple[int, list[float], str]]]:
     """Image id → [(class, [x, y, w, h], annotation name)] of the usable annotations.
@@ -158,8 +150,9 @@ def scan_coco(annotations: Path, images: Path) -> tuple[Scan, list[str]]:
 
     Every image is checked as :func:`gelanc.data.dataset.scan` checks it; a missing
     or corrupt one is skipped and named, an image with no usable annotation is kept
-    as background. Sizes come from the files; a JSON width/height that disagrees
-    means the boxes were drawn on another picture, and the image is skipped."""
+    as background. Sizes come from the files, as decoded (EXIF orientation applied);
+    a JSON width/height that disagrees means the boxes were drawn on another picture,
+    and the image is skipped."""
     annotations, images = Path(annotations), Path(images)
     raw = read_coco(annotations)
     class_of, names = categories(raw, annotations)
@@ -171,11 +164,11 @@ def scan_coco(annotations: Path, images: Path) -> tuple[Scan, list[str]]:
         if not path.is_file():
             out.note(MISSING, f"{path.name}: not in {images}")
             continue
-        bad = check_image(path)
-        if bad:
+        size, bad = measure_image(path)  # as decoded: EXIF orientation applied
+        if size is None:
             out.note("corrupt images", f"{path.name}: {bad}")
             continue
-        w, h = image_size(path)
+        w, h = size
         if (jw is not None and jw != w) or (jh is not None and jh != h):
             out.note(SIZE_MISMATCH, f"{path.name}: {w}×{h} pixels, the JSON says {jw}×{jh}")
             continue

@@ -91,7 +91,7 @@ def write(out: str | Path, images: int = 512, val: int = 64, size: int = 320, se
 
     It is built in a temporary folder beside ``out`` and renamed into place at the end,
     so an interrupted run leaves nothing half-written."""
-    from torchvision.io import write_png
+    from torchvision.io import encode_png
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -105,7 +105,8 @@ def write(out: str | Path, images: int = 512, val: int = 64, size: int = 320, se
             img, labels = draw(seed * 1_000_003 + i, size)
             (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
             (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
-            write_png(img, str(tmp / "images" / split / f"{i:06d}.png"))
+            # encoded here and written by Python: a full disk is an OSError, not a C++ writer's RuntimeError
+            (tmp / "images" / split / f"{i:06d}.png").write_bytes(encode_png(img).numpy().tobytes())
             (tmp / "labels" / split / f"{i:06d}.txt").write_text(
                 "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels))
             if progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
@@ -10,6 +11,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from gelanc.diagnostics import SOURCES, GelError, Span
 from gelanc.dsl import ast
+from gelanc.limits import MAX_INT, MAX_SPEC_BYTES
 
 GRAMMAR = Path(__file__).with_name("gel.lark")
 
@@ -55,22 +57,28 @@ class _ToAst(Transformer):
         return _span(self.file, meta)
 
     # ---- literals and names ----
+    def _number(self, meta, value: int | float) -> ast.Literal:
+        if not (math.isfinite(value) and abs(value) <= MAX_INT):
+            raise GelError(f"number {_short(value)} is too large: a spec's numbers stay within ±{MAX_INT} "
+                           "(MAX_INT)", self._s(meta))
+        return ast.Literal(self._s(meta), value)
+
     @v_args(meta=True)
     def int_lit(self, meta, c):
-        if len(c[0]) > 100:
+        if len(c[0]) > 100:  # before int(), whose time grows with the square of the digits
             raise GelError(f"integer literal of {len(c[0])} digits is too long", self._s(meta))
-        return ast.Literal(self._s(meta), int(c[0]))
+        return self._number(meta, int(c[0]))
 
     @v_args(meta=True)
     def float_lit(self, meta, c):
-        return ast.Literal(self._s(meta), float(c[0]))
+        return self._number(meta, float(c[0]))
 
     @v_args(meta=True)
     def quantity(self, meta, c):
         text = str(c[0])
         scale = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}[text[-1]]
         value = float(text[:-1]) * scale
-        return ast.Literal(self._s(meta), int(round(value)) if value == round(value) else value)
+        return self._number(meta, int(round(value)) if math.isfinite(value) and value == round(value) else value)
 
     @v_args(meta=True)
     def string(self, meta, c):
@@ -149,11 +157,12 @@ class _ToAst(Transformer):
         return ast.Call(self._s(meta), str(func), pos, kws, label, _tok_span(self.file, func))
 
     def _split_args(self, arglist):
-        pos, kws = [], []
+        pos, kws, given = [], [], set()  # a set: a call may have thousands of keywords
         for a in arglist:
             if isinstance(a, ast.Keyword):
-                if any(k.name == a.name for k in kws):
+                if a.name in given:
                     raise GelError(f"keyword argument '{a.name}' given twice", a.span)
+                given.add(a.name)
                 kws.append(a)
             elif kws:
                 raise GelError("positional argument follows keyword argument", a.span)
@@ -263,8 +272,35 @@ def _syntax_error(e: UnexpectedInput, file: str, text: str) -> GelError:
     return GelError(f"unexpected {_describe(tok)}{want}", Span(file, line, col, line, end))
 
 
+def _short(value: int | float) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
+
+
+def _size_error(text: str, file: str) -> GelError | None:
+    """An error pointing where ``text`` passes MAX_SPEC_BYTES (counted in UTF-8), or None.
+
+    Cheap on any text: it looks at no more than the first MAX_SPEC_BYTES + 1 characters."""
+    if len(text) * 4 <= MAX_SPEC_BYTES:  # UTF-8 takes at most 4 bytes a character
+        return None
+    head = text[: MAX_SPEC_BYTES + 1].encode("utf-8", "surrogatepass")
+    if len(head) <= MAX_SPEC_BYTES:
+        return None
+    inside = head[:MAX_SPEC_BYTES].decode("utf-8", "ignore")
+    line = inside.count("\n") + 1
+    column = len(inside) - (inside.rfind("\n") + 1) + 1
+    SOURCES.add(file, inside)  # the quote shows the line up to the limit, never past it
+    return GelError(f"the file passes {MAX_SPEC_BYTES} bytes here: a .gel file may be at most "
+                    f"{MAX_SPEC_BYTES} bytes (MAX_SPEC_BYTES)", Span(file, line, column))
+
+
 def parse(text: str, file: str = "<string>") -> ast.Module:
-    """Parse `.gel` source text; raises :class:`GelError` pointing at the first syntax error."""
+    """Parse `.gel` source text; raises :class:`GelError` pointing at the first syntax error.
+
+    Text longer than MAX_SPEC_BYTES is refused before lark sees it (lark takes ~10 s a megabyte)."""
+    too_big = _size_error(text, file)
+    if too_big:
+        raise too_big
     SOURCES.add(file, text)
     try:
         tree = _lark().parse(text)

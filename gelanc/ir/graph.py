@@ -59,11 +59,14 @@ def connect(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
 
 
 def _wire(g: nx.DiGraph, nid: str, inputs: list[Ref]) -> None:
-    for pos, ref in enumerate(inputs):
-        if g.has_edge(ref.node, nid):
-            g.edges[ref.node, nid]["uses"] += ((pos, ref.out),)
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for pos, ref in enumerate(inputs):  # one tuple per source, built once: linear in the inputs
+        uses.setdefault(ref.node, []).append((pos, ref.out))
+    for src, u in uses.items():
+        if g.has_edge(src, nid):
+            g.edges[src, nid]["uses"] += tuple(u)
         else:
-            g.add_edge(ref.node, nid, uses=((pos, ref.out),))
+            g.add_edge(src, nid, uses=tuple(u))
 
 
 def inputs(g: nx.DiGraph, nid: str) -> list[Ref]:

@@ -10,10 +10,18 @@ in H and W for an image size.
 Scope names: a call assigned to a single name is scoped by that name (``cv1 =
 Conv(...)`` → ``cv1``; ``m[i] = ...`` → ``m.0``, ``m.1``, …); ``... as label``
 overrides it; anything else gets the callee's name, numbered if repeated.
+
+A spec is a program from anywhere, so its run is bounded (gelanc/limits.py): every
+evaluated expression, loop turn and list element walked is a step (MAX_EVAL_STEPS),
+every list value is at most MAX_LIST_LEN elements (nested ones counted) and
+MAX_LIST_DEPTH deep, every number within ±MAX_INT, the graph at most MAX_NODES ops.
+Past a bound, lowering stops with an error at the expression or statement that
+passed it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -26,12 +34,17 @@ from gelanc.diagnostics import GelError, Span
 from gelanc.dsl import ast
 from gelanc.dsl.loader import Program, suggest
 from gelanc.ir.graph import Ref, add_node, new_graph
+from gelanc.limits import (
+    MAX_BLOCK_DEPTH,
+    MAX_EDGES,
+    MAX_EVAL_STEPS,
+    MAX_INT,
+    MAX_LIST_DEPTH,
+    MAX_LIST_LEN,
+    MAX_NODES,
+    MAX_SPEC_BYTES,
+)
 from gelanc.ops import REGISTRY, OpDef, ShapeError
-
-MAX_NODES = 200_000  # far above any real network; stops a runaway spec early
-MAX_RANGE = 10_000
-MAX_DEPTH = 64
-
 
 # ---- run-time values ------------------------------------------------------------
 
@@ -103,8 +116,12 @@ _TYPE_OK = {
 def _describe(v: Any) -> str:
     if isinstance(v, Tensor):
         return f"tensor ({v.channels} channels)"
-    if isinstance(v, (list, tuple, Seq)) and any(isinstance(x, Tensor) for x in _flatten(v)):
-        return f"list of {len(_flatten(v))} values with tensors"
+    if isinstance(v, (list, tuple, Seq)):
+        size, depth = _size(v)
+        if size > 32 or depth > 2:  # too big to quote (or, from a bad spec, to walk)
+            return f"list of {len(v)} values"
+        if any(isinstance(x, Tensor) for x in _flatten(v)):
+            return f"list of {len(_flatten(v))} values with tensors"
     if v is None:
         return "none"
     return f"{_type_name(v)} {v!r}" if not isinstance(v, BlockValue) else f"block {v}"
@@ -132,8 +149,8 @@ def _b_range(span, *a):
     if len(a) == 3 and a[2] == 0:
         raise GelError("range() step must not be zero", span)
     r = range(*a)
-    if len(r) > MAX_RANGE:
-        raise GelError(f"range of {len(r)} steps is too long (at most {MAX_RANGE})", span)
+    if len(r) > MAX_LIST_LEN:
+        raise GelError(f"range of {len(r)} steps is too long (at most {MAX_LIST_LEN}, MAX_LIST_LEN)", span)
     return list(r)
 
 
@@ -154,7 +171,7 @@ def _b_make_divisible(span, x, d):
     x, d = _num(x, span, "make_divisible()"), _num(d, span, "make_divisible()")
     if d <= 0 or not math.isfinite(x):
         raise GelError(f"make_divisible({x}, {d}): the divisor must be positive", span)
-    return math.ceil(x / d) * d
+    return _bounded(math.ceil(x / d) * d, span)
 
 
 def _numbers(span, name, a):
@@ -171,12 +188,66 @@ BUILTINS = {
     "abs": lambda span, x: abs(_num(x, span, "abs()")),
     "max": lambda span, *a: max(_numbers(span, "max", a)),
     "min": lambda span, *a: min(_numbers(span, "min", a)),
-    "sum": lambda span, *a: sum(_numbers(span, "sum", a)),
+    "sum": lambda span, *a: _bounded(sum(_numbers(span, "sum", a)), span),
     "len": _b_len,
     "range": _b_range,
     "channels": _b_channels,
     "make_divisible": _b_make_divisible,
 }
+
+
+def _short(v: Any) -> str:
+    text = str(v)
+    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
+
+
+def _bounded(x: int | float, span: Span) -> int | float:
+    """``x``, a number a spec computed, if it is finite and within ±MAX_INT.
+
+    Bounding every result keeps arithmetic cheap: repeated squaring would otherwise
+    build integers of millions of digits."""
+    if -MAX_INT <= x <= MAX_INT:
+        return x
+    if isinstance(x, float) and not math.isfinite(x):
+        raise GelError(f"the result {x} is not a finite number", span)
+    raise GelError(f"the result {_short(x)} is too large: a spec's numbers stay within ±{MAX_INT} (MAX_INT)", span)
+
+
+def _check_plain(v: Any, span: Span) -> None:
+    """``v`` is a number, string, boolean or none that a spec could have written."""
+    if isinstance(v, str):
+        if len(v) > MAX_SPEC_BYTES:
+            raise GelError(f"a string of {len(v)} characters is too long", span)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise GelError(f"{v} is not a finite number", span)
+        if abs(v) > MAX_INT:
+            raise GelError(f"{_short(v)} is too large: a spec's numbers stay within ±{MAX_INT} (MAX_INT)", span)
+    elif not (v is None or isinstance(v, (bool, BlockValue))):
+        raise GelError(f"a {type(v).__name__} is not a value of the language: a model takes numbers, strings, "
+                       "booleans, none and lists of them", span)
+
+
+def _size(v: Any) -> tuple[int, int]:
+    """Elements of a list value, those of nested lists counted too, and its depth.
+
+    Walked without recursion, and only until MAX_LIST_LEN elements or MAX_LIST_DEPTH
+    levels are passed: a value that refers to itself, or nests a list 10,000 deep,
+    is measured as cheaply as a small one."""
+    if not isinstance(v, (list, tuple, Seq)):
+        return 0, 0
+    size, deepest = 0, 0
+    todo = [(v, 1)]
+    while todo:
+        x, depth = todo.pop()
+        deepest = max(deepest, depth)
+        items = list(x.values()) if isinstance(x, Seq) else x
+        size += len(items)
+        if size > MAX_LIST_LEN or depth > MAX_LIST_DEPTH:
+            break
+        todo += [(y, depth + 1) for y in items if isinstance(y, (list, tuple, Seq))]
+    return size, deepest
+
 
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
           "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
@@ -209,16 +280,73 @@ class Lowerer:
         self.prog = prog
         self.g: nx.DiGraph | None = None
         self.stack: list[str] = []
+        self.steps = 0  # work done so far (MAX_EVAL_STEPS): evaluated expressions, loop turns, list elements
+        self.edges = 0  # inputs of the ops emitted so far (MAX_EDGES)
         for d in prog.blocks.values():  # a block may not hide a primitive op or a builtin
             if d.name in REGISTRY or d.name in BUILTINS:
                 kind = "primitive op" if d.name in REGISTRY else "builtin"
                 raise GelError(f"block '{d.name}' has the name of a {kind}; choose another name", d.span)
 
+    # ---- bounds ----
+    def tick(self, n: int, span: Span | None) -> None:
+        """Count ``n`` steps of work; past MAX_EVAL_STEPS, stop at ``span``, the work that passed it.
+
+        ``eval`` counts its expressions without a check (it is the hot path); the loops,
+        calls and list walks that check here are reached often enough that a run stops
+        within one straight-line body of the limit."""
+        self.steps += n
+        if self.steps > MAX_EVAL_STEPS:
+            raise GelError(f"the spec takes more than {MAX_EVAL_STEPS} steps to lower (MAX_EVAL_STEPS): "
+                           "a loop or a call here runs too long", span)
+
+    def measure(self, v: Any, span: Span) -> None:
+        """Refuse a list value past MAX_LIST_LEN elements or MAX_LIST_DEPTH levels; the walk is work."""
+        if not isinstance(v, (list, tuple, Seq)):
+            return
+        size, depth = _size(v)
+        if size > MAX_LIST_LEN:
+            raise GelError(f"list of more than {MAX_LIST_LEN} elements, those of nested lists counted "
+                           "(MAX_LIST_LEN)", span)
+        if depth > MAX_LIST_DEPTH:
+            raise GelError(f"lists nested more than {MAX_LIST_DEPTH} deep (MAX_LIST_DEPTH)", span)
+        self.tick(size, span)
+
+    def grow(self, op: str, inputs: list[Tensor], outputs: int, span: Span) -> None:
+        """Refuse a node past the graph's bounds (MAX_NODES, MAX_EDGES) before its shapes are made;
+        its inputs and outputs are work."""
+        if outputs > MAX_LIST_LEN:
+            raise GelError(f"{op} with {outputs} outputs: at most {MAX_LIST_LEN} (MAX_LIST_LEN)", span)
+        if self.g.number_of_nodes() >= MAX_NODES:
+            raise GelError(f"the network grew past {MAX_NODES} nodes (MAX_NODES)", span)
+        self.edges += len(inputs)
+        if self.edges > MAX_EDGES:
+            raise GelError(f"the network's ops take more than {MAX_EDGES} inputs in all (MAX_EDGES)", span)
+        self.tick(len(inputs) + outputs, span)
+
+    def check_param(self, key: str, v: Any, span: Span) -> None:
+        """A model parameter given from outside the spec (``--set``, a checkpoint's metadata) is a
+        plain value of the language, within the same bounds as one the spec computes."""
+        try:
+            self.measure(v, span)
+            for x in _flatten(v) if isinstance(v, (list, tuple)) else [v]:
+                _check_plain(x, span)
+        except GelError as e:
+            raise GelError(f"model parameter '{_short(key)}': {e.message}", span) from None
+
     # ---- entry ----
     def lower_model(self, name: str, overrides: dict[str, Any] | None = None) -> nx.DiGraph:
         model = self.prog.models.get(name)
         if model is None:
-            raise GelError(f"no model '{name}' in {self.prog.file}{suggest(name, self.prog.models)}")
+            raise GelError(f"no model '{_short(name)}' in {self.prog.file}{suggest(name, self.prog.models)}",
+                           self.prog.span)
+        try:
+            return self._lower_model(name, model, overrides)
+        except RecursionError:  # a deep expression outside any body: a parameter's default, a paper figure
+            raise GelError("expression nested too deeply", model.span) from None
+
+    def _lower_model(self, name: str, model: ast.BlockDef | ast.ModelAlias, overrides: dict[str, Any] | None):
+        for k, v in (overrides or {}).items():
+            self.check_param(str(k), v, model.span)
         paper: ast.Paper | None = None
         kwargs = dict(overrides or {})
         seen = {name}
@@ -246,7 +374,7 @@ class Lowerer:
         self.g.graph["params"] = {k: (str(v) if isinstance(v, BlockValue) else v)
                                   for k, v in self.g.graph["params"].items()}
         frame.vars = {k: (v, None) for k, v in bound.items()}
-        result = self.run_body(model, frame)
+        result = self.run_body(model, frame)  # measured by its return statement: flattening it is safe
         outs = _flatten(result)
         if not outs or not all(isinstance(t, Tensor) for t in outs):
             raise GelError(f"model '{model.name}' must return tensors", model.span)
@@ -258,6 +386,8 @@ class Lowerer:
         paper = paper or (papers[0] if papers else None)
         if paper:
             self.g.graph["paper"] = {kw.name: self.eval(kw.value, frame) for kw in paper.items}
+            for kw in paper.items:
+                self.measure(self.g.graph["paper"][kw.name], kw.span)
         self.g.graph["source"] = dict(self.prog.sources)
         self.g.graph["links"] = {k: dict(v) for k, v in self.prog.links.items()}
         self.g.graph["file"] = self.prog.file
@@ -273,8 +403,9 @@ class Lowerer:
         if len(args) > len(names):
             raise GelError(f"{kind} {d.name} takes at most {len(names)} arguments, got {len(args)}", span)
         bound: dict[str, Any] = dict(zip(names, args))
+        known = set(names)  # a block may have thousands of parameters: no scan of the list per argument
         for k, v in kwargs.items():
-            if k not in names:
+            if k not in known:
                 raise GelError(f"{kind} {d.name} has no parameter '{k}'{suggest(k, names)}", span)
             if k in bound:
                 raise GelError(f"argument '{k}' of {d.name} given twice", span)
@@ -306,8 +437,9 @@ class Lowerer:
         if d.name in self.stack:
             chain = " → ".join([*self.stack[self.stack.index(d.name):], d.name])
             raise GelError(f"recursive block {d.name} ({chain}): blocks cannot call themselves", span)
-        if len(self.stack) >= MAX_DEPTH:
-            raise GelError(f"blocks nested more than {MAX_DEPTH} deep", span)
+        if len(self.stack) >= MAX_BLOCK_DEPTH:
+            raise GelError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep (MAX_BLOCK_DEPTH)", span)
+        self.tick(1, span)
         scope = caller.scope(name)
         frame = _Frame(scope, (*caller.blocks, (scope, d.name)), branch=caller.branch,
                        sites=(*caller.sites, span))
@@ -343,7 +475,9 @@ class Lowerer:
                 if i != len(body) - 1 and not all(isinstance(s, ast.Paper) for s in body[i + 1:]):
                     raise GelError("statement after return is never run", body[i + 1].span)
                 vals = [self.eval(v, frame) for v in stmt.values]
-                return vals[0] if len(vals) == 1 else tuple(vals)
+                result = vals[0] if len(vals) == 1 else tuple(vals)
+                self.measure(result, stmt.span)  # an indexed name may have grown since its lists were measured
+                return result
             if isinstance(stmt, ast.Assign):
                 self.assign(stmt, frame, body[i + 1:])
             elif isinstance(stmt, ast.For):
@@ -382,6 +516,7 @@ class Lowerer:
         frame.loop_vars.add(stmt.var)
         try:
             for item in items:
+                self.tick(1, stmt.span)
                 frame.vars[stmt.var] = (item, stmt.span)
                 self.run(stmt.body, frame)
         finally:
@@ -441,41 +576,51 @@ class Lowerer:
             raise GelError(f"'{t.name}' is not an indexed name", t.span).with_note(where, "defined here")
         if k in seq:
             raise GelError(f"'{t.name}[{k}]' is already defined", t.span)
+        if len(seq) >= MAX_LIST_LEN:
+            raise GelError(f"indexed name '{t.name}' with more than {MAX_LIST_LEN} elements (MAX_LIST_LEN)", t.span)
         seq[k] = value
 
     # ---- expressions ----
     def eval(self, e: ast.Expr, frame: _Frame, name: str | None = None) -> Any:
-        if isinstance(e, ast.Literal):
+        self.steps += 1  # checked by tick() at the next loop turn, call or list: this is the hot path
+        kind = e.__class__
+        if kind is ast.Literal:
             return e.value
-        if isinstance(e, ast.Name):
-            return self.lookup(e.id, e.span, frame)
-        if isinstance(e, ast.Call):
-            return self.call(e, frame, name)
-        if isinstance(e, ast.BinOp):
-            return self.binop(e, frame, name)
-        if isinstance(e, ast.UnaryOp):
-            v = self.eval(e.operand, frame)
-            if e.op == "not":
-                return not self.truth(v, e.operand.span)
-            return -_num(v, e.span, "unary minus")
-        if isinstance(e, ast.Ternary):
-            cond = self.truth(self.eval(e.cond, frame), e.cond.span)
-            return self.eval(e.then if cond else e.other, frame, name)
-        if isinstance(e, ast.Index):
-            return self.index(self.eval(e.value, frame), self.eval(e.index, frame), e)
-        if isinstance(e, ast.ListExpr):
-            return [self.eval(x, frame) for x in e.items]
-        if isinstance(e, ast.Comprehension):
-            items = self.iterate(e.var, e.iterable, frame, "a comprehension", e.span)
-            out = []
-            try:
-                for item in items:
-                    frame.vars[e.var] = (item, e.span)
-                    out.append(self.eval(e.body, frame))
-            finally:
-                frame.vars.pop(e.var, None)
-            return out
-        raise AssertionError(f"unknown expression {e!r}")
+        if kind is ast.Name:
+            found = frame.vars.get(e.id)
+            return found[0] if found is not None else self.lookup(e.id, e.span, frame)
+        return _EVAL[kind](self, e, frame, name)
+
+    def unary(self, e: ast.UnaryOp, frame: _Frame, name: str | None = None) -> Any:
+        v = self.eval(e.operand, frame)
+        if e.op == "not":
+            return not self.truth(v, e.operand.span)
+        return _bounded(-_num(v, e.span, "unary minus"), e.span)
+
+    def ternary(self, e: ast.Ternary, frame: _Frame, name: str | None = None) -> Any:
+        cond = self.truth(self.eval(e.cond, frame), e.cond.span)
+        return self.eval(e.then if cond else e.other, frame, name)
+
+    def subscript(self, e: ast.Index, frame: _Frame, name: str | None = None) -> Any:
+        return self.index(self.eval(e.value, frame), self.eval(e.index, frame), e)
+
+    def list_expr(self, e: ast.ListExpr, frame: _Frame, name: str | None = None) -> list:
+        out = [self.eval(x, frame) for x in e.items]
+        self.measure(out, e.span)
+        return out
+
+    def comprehension(self, e: ast.Comprehension, frame: _Frame, name: str | None = None) -> list:
+        items = self.iterate(e.var, e.iterable, frame, "a comprehension", e.span)
+        out = []
+        try:
+            for item in items:
+                self.tick(1, e.span)
+                frame.vars[e.var] = (item, e.span)
+                out.append(self.eval(e.body, frame))
+        finally:
+            frame.vars.pop(e.var, None)
+        self.measure(out, e.span)
+        return out
 
     def truth(self, v: Any, span: Span) -> bool:
         if isinstance(v, Tensor):
@@ -516,10 +661,14 @@ class Lowerer:
         if e.op in _COMPARE:
             if isinstance(a, Tensor) or isinstance(b, Tensor):
                 raise GelError("tensors cannot be compared", e.span)
+            if isinstance(a, (list, tuple, Seq)) or isinstance(b, (list, tuple, Seq)):
+                self.measure(a, e.left.span)  # comparing lists walks them
+                self.measure(b, e.right.span)
             if e.op in ("==", "!="):
                 return _COMPARE[e.op](a, b)
             try:
-                if _type_name(a) != _type_name(b) and not all(_TYPE_OK["float"](x) for x in (a, b)):
+                if (type(a) is not type(b) and _type_name(a) != _type_name(b)
+                        and not all(_TYPE_OK["float"](x) for x in (a, b))):
                     raise TypeError
                 return _COMPARE[e.op](a, b)
             except TypeError:
@@ -528,7 +677,9 @@ class Lowerer:
             scope = self.claim(frame, name, "add", e.span)
             return self.emit("add", [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
         if e.op == "+" and isinstance(a, list) and isinstance(b, list):
-            return a + b
+            out = a + b
+            self.measure(out, e.span)  # a list doubled in a loop stops here
+            return out
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             raise GelError(f"operator {e.op} is not defined for tensors (only + adds them)", e.span)
         a, b = _num(a, e.left.span, f"operator {e.op}"), _num(b, e.right.span, f"operator {e.op}")
@@ -544,7 +695,7 @@ class Lowerer:
             raise GelError(f"operator {e.op}: the result is too large", e.span) from None
         if isinstance(out, complex):
             raise GelError(f"operator {e.op}: the result is not a real number", e.span)
-        return out
+        return _bounded(out, e.span)
 
     # ---- calls ----
     def call(self, e: ast.Call, frame: _Frame, name: str | None) -> Any:
@@ -556,15 +707,23 @@ class Lowerer:
         args = [self.eval(a, frame) for a in e.args]
         kwargs = {kw.name: self.eval(kw.value, frame) for kw in e.kwargs}
         arg_spans = [a.span for a in e.args]
+        for i, v in enumerate(args):  # builtins and ops walk the lists they are given
+            if isinstance(v, (list, tuple, Seq)):
+                self.measure(v, arg_spans[i])
+        for kw in e.kwargs:
+            if isinstance(kwargs[kw.name], (list, tuple, Seq)):
+                self.measure(kwargs[kw.name], kw.span)
         if func in BUILTINS and target is None:
             if kwargs:
                 raise GelError(f"{func}() takes no keyword arguments", e.kwargs[0].span)
             if e.label:
                 raise GelError(f"{func}() is evaluated, not a layer: it cannot be labelled", e.span)
             try:
-                return BUILTINS[func](e.span, *args)
+                out = BUILTINS[func](e.span, *args)
             except TypeError:
                 raise GelError(f"wrong number of arguments to {func}()", e.span) from None
+            self.measure(out, e.span)  # range() made a list: its elements are work
+            return out
         scope = self.name_call(e, frame, func, name)
         if func in self.prog.blocks:
             return self.call_block(self.prog.blocks[func], args, kwargs, frame, scope, e.span, arg_spans)
@@ -602,17 +761,17 @@ class Lowerer:
         lo, hi = d.arity
         inputs: list[Tensor] = []
         input_spans: list[Span] = []  # for each input, the argument it came from
-        rest = list(args)
-        rest_spans = list(arg_spans)
-        while rest and (hi is None or len(inputs) < hi) and _is_tensors(rest[0]):
-            got = _flatten(rest.pop(0))
+        i = 0  # leading arguments that are tensors are the inputs (indexed: concat may take thousands)
+        while i < len(args) and (hi is None or len(inputs) < hi) and _is_tensors(args[i]):
+            got = _flatten(args[i])
             inputs += got
-            where = rest_spans.pop(0) if rest_spans else span
-            input_spans += [where] * len(got)
+            input_spans += [arg_spans[i] if i < len(arg_spans) else span] * len(got)
+            i += 1
+        rest, rest_spans = args[i:], list(arg_spans[i:])
         if len(inputs) < lo or (hi is not None and len(inputs) > hi):
             want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             raise GelError(f"{op} takes {want} tensor input{'s' if want != '1' else ''}, got {len(inputs)}", span)
-        fields = list(d.attrs.model_fields)
+        fields = _field_names(d.attrs)
         if len(rest) > len(fields):
             bad = rest[len(fields)]
             raise GelError(f"{op} takes {len(fields)} argument{'s' if len(fields) != 1 else ''} after its "
@@ -647,6 +806,7 @@ class Lowerer:
                 attrs = d.attrs(**raw)
             except ValidationError as ve:
                 raise _attr_error(op, ve, raw, field_spans, span) from None
+        self.grow(op, inputs, d.num_outputs(attrs), span)
         for t in inputs:
             src = self.g.nodes[t.ref.node]["branch"]
             if frame.branch == "main" and src == "aux":
@@ -657,8 +817,6 @@ class Lowerer:
         except ShapeError as se:
             where = input_spans[se.arg] if se.arg is not None and se.arg < len(input_spans) else span
             raise GelError(f"{op}: {se}", where) from None
-        if self.g.number_of_nodes() >= MAX_NODES:
-            raise GelError(f"the network grew past {MAX_NODES} nodes", span)
         nid = frame.scope(name) if name else frame.scope(op)
         add_node(self.g, nid, op, attrs, [t.ref for t in inputs], span=span, branch=frame.branch,
                  blocks=frame.blocks, sites=frame.sites, channels=shapes)
@@ -668,6 +826,11 @@ class Lowerer:
 
 
 _NO_RETURN = object()
+
+# eval's dispatch for the expressions it does not answer itself
+_EVAL = {ast.Call: Lowerer.call, ast.BinOp: Lowerer.binop, ast.UnaryOp: Lowerer.unary,
+         ast.Ternary: Lowerer.ternary, ast.Index: Lowerer.subscript, ast.ListExpr: Lowerer.list_expr,
+         ast.Comprehension: Lowerer.comprehension}
 
 
 def _is_tensors(v: Any) -> bool:
@@ -700,15 +863,20 @@ def _attr_error(op, ve: ValidationError, raw, field_spans, span) -> GelError:
 _ATTRS: dict[tuple, Any] = {}
 
 
+@functools.cache
+def _field_names(attrs: type) -> tuple[str, ...]:
+    return tuple(attrs.model_fields)  # pydantic's model_fields is slow to read: once per op
+
+
 def _annotation(d: OpDef, k: str) -> str:
     f = d.attrs.model_fields[k]
     return getattr(f.annotation, "__name__", str(f.annotation))
 
 
-def lower(prog: Program, model: str | None = None, **params: Any) -> nx.DiGraph:
+def lower(prog: Program, model: str | None = None, /, **params: Any) -> nx.DiGraph:
     """Lower one model of a program (the file's first model by default) to IR."""
     if model is None:
         if not prog.own_models:
-            raise GelError(f"{prog.file} defines no model")
+            raise GelError(f"{prog.file} defines no model (a spec needs `model name(...) {{ ... }}`)", prog.span)
         model = prog.own_models[0]
     return Lowerer(prog).lower_model(model, params)

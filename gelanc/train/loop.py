@@ -17,11 +17,12 @@ uninterrupted run reaches (in deterministic mode on the same device).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from gelanc.limits import MAX_IMGSZ
 from gelanc.train import ddp
 from gelanc.train.hyp import Hyp
 
@@ -44,7 +46,7 @@ class TrainArgs(BaseModel):
     spec: str
     data: str | None = None
     epochs: int = Field(100, ge=1)
-    imgsz: int = Field(640, ge=32)
+    imgsz: int = Field(640, ge=32, le=MAX_IMGSZ)
     batch: int = Field(16, ge=1)
     device: str | None = None
     workers: int = Field(8, ge=0)
@@ -139,12 +141,18 @@ def log(w: ddp.World, msg: str) -> None:
 
 @contextlib.contextmanager
 def deterministic(on: bool):
-    """Deterministic algorithms for the run (exact resume), as they were afterwards."""
+    """Deterministic algorithms for the run (exact resume), as they were afterwards.
+
+    Off, it touches nothing: ``use_deterministic_algorithms`` imports torch's compiler
+    stack on first call (a second of imports), which a Ctrl-C in a ``finally`` would cut
+    short and leave half-imported."""
+    if not on:
+        yield
+        return
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
     try:
         yield
     finally:
@@ -171,8 +179,10 @@ def fitness(metrics: dict) -> float:
 
 
 def train_epoch(model, ema, loss_fn, opt, scaler, loader, state: State, args: TrainArgs, hyp: Hyp,
-                device, amp, w: ddp.World) -> dict[str, float]:
-    """One pass over the split; returns the mean loss terms, images/s and the learning rates."""
+                device, amp, w: ddp.World) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    """One pass over the split; returns the mean loss terms, images/s and the learning
+    rates, and (path, why) of the images that could not be decoded (every process's, on
+    rank 0): their samples were left out of their batches."""
     from gelanc.train.optim import set_schedule, warmup_iterations
     from gelanc.train.val import autocast
 
@@ -180,8 +190,9 @@ def train_epoch(model, ema, loss_fn, opt, scaler, loader, state: State, args: Tr
     nb = len(loader)
     warmup = warmup_iterations(nb, hyp)
     sums = torch.zeros(3)
-    seen, t0 = 0, time.perf_counter()
+    seen, steps, t0 = 0, 0, time.perf_counter()
     pending = 0  # batches whose gradients are waiting for a step
+    skipped: list[tuple[str, str]] = []
     bar = loader
     if w.main and args.progress:
         from tqdm import tqdm
@@ -189,20 +200,25 @@ def train_epoch(model, ema, loss_fn, opt, scaler, loader, state: State, args: Tr
         bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True,
                    file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 30)
     opt.zero_grad(set_to_none=True)
-    for i, (imgs, targets, _) in enumerate(bar):
-        accumulate = set_schedule(opt, state.iteration, state.epoch, args.epochs, warmup, args.batch, hyp)
-        x = imgs.to(device, non_blocking=True).float() / 255
-        with autocast(device, amp):
-            preds = model(x)
-        loss, items = loss_fn(preds, targets.to(device))
-        if w.distributed:
-            loss = loss * w.size  # DDP averages gradients over processes; the loss is a sum over images
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {float(loss)} at epoch {state.epoch + 1}, batch {i + 1}")
-        scaler.scale(loss).backward()
-        pending += 1
-        state.iteration += 1
-        if pending >= accumulate or i == nb - 1:  # every epoch ends on a step: nothing carried over
+    for i, (imgs, targets, _, failed) in enumerate(bar):
+        skipped += failed
+        if every_process_has_images(len(imgs), w, device):
+            accumulate = set_schedule(opt, state.iteration, state.epoch, args.epochs, warmup, args.batch, hyp)
+            x = imgs.to(device, non_blocking=True).float() / 255
+            with autocast(device, amp):
+                preds = model(x)
+            loss, items = loss_fn(preds, targets.to(device))
+            if w.distributed:
+                loss = loss * w.size  # DDP averages gradients over processes; the loss is a sum over images
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {float(loss)} at epoch {state.epoch + 1}, batch {i + 1}")
+            scaler.scale(loss).backward()
+            pending += 1
+            state.iteration += 1
+            sums += items.detach().float().cpu()
+            seen += len(imgs)
+            steps += 1
+        if pending and (pending >= accumulate or i == nb - 1):  # every epoch ends on a step: nothing carried over
             scaler.unscale_(opt)
             nn.utils.clip_grad_norm_(model.parameters(), max_norm=hyp.clip_grad)
             scaler.step(opt)
@@ -210,17 +226,39 @@ def train_epoch(model, ema, loss_fn, opt, scaler, loader, state: State, args: Tr
             opt.zero_grad(set_to_none=True)
             ema.update_parameters(unwrap(model))
             pending = 0
-        sums += items.detach().float().cpu()
-        seen += len(imgs)
-        if bar is not loader:
-            mean = sums / (i + 1)
+        if bar is not loader and steps:
+            mean = sums / steps
             bar.set_postfix_str(f"box {mean[0]:.3f} cls {mean[1]:.3f} dfl {mean[2]:.3f} "
                                 f"{seen * w.size / (time.perf_counter() - t0):.1f} img/s", refresh=False)
-    mean = sums / max(nb, 1)
+    mean = sums / max(steps, 1)
     out = {"train/box_loss": float(mean[0]), "train/cls_loss": float(mean[1]), "train/dfl_loss": float(mean[2]),
            "images_per_s": seen * w.size / (time.perf_counter() - t0)}
     out.update({f"lr/{name}": g["lr"] for name, g in zip(("bias", "bn", "weights"), opt.param_groups)})
-    return out
+    return out, gathered(skipped, w)
+
+
+def every_process_has_images(n: int, w: ddp.World, device: torch.device) -> bool:
+    """Whether this batch is trained on: it has images here and, under DDP, in every
+    process (each must run the same backward passes, or the gradient all-reduce waits
+    forever; a batch whose images all failed to decode in one process is skipped by all)."""
+    if not w.distributed:
+        return n > 0
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(n > 0)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def gathered(items: list, w: ddp.World) -> list:
+    """Every process's ``items``, concatenated (on every rank; one process: ``items``)."""
+    if not w.distributed:
+        return items
+    import torch.distributed as dist
+
+    lists: list = [None] * w.size
+    dist.all_gather_object(lists, items)
+    return [x for one in lists for x in one]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -260,8 +298,96 @@ def resume_args(path: Path, **changes) -> TrainArgs:
         raise CheckpointError(f"{path} holds no training state (a checkpoint from gelanc build or export?)")
     saved = dict(ckpt[CKPT_KEY]["args"])
     saved.update({k: v for k, v in changes.items() if v is not None})
-    saved["out"] = saved.get("out") or str(path.parent)
+    # the run goes on in the folder of the checkpoint it resumes (the one it was saved to
+    # may be elsewhere now, or relative to another working folder)
+    saved["out"] = str(path.parent)
     return TrainArgs.model_validate(saved)
+
+
+# ---- the run folder -------------------------------------------------------------------
+
+RUN_FILES = ("last.pt", "best.pt", "results.csv", "results.png")  # what a run writes in its folder
+
+
+def open_run_dir(out: Path, w: ddp.World) -> None:
+    """Create the run folder and remove what killed writes of an earlier run left in it:
+    gelanc's own temporary files of the run's files (:func:`gelanc.atomic.stale_temps`)."""
+    from gelanc.atomic import remove_stale_temps
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temps(out, RUN_FILES)
+    except OSError as e:
+        raise TrainError(f"cannot use the run folder {out}: {e.strerror or e}") from None
+    if removed:
+        log(w, f"removed {len(removed)} temporary file{'s' * (len(removed) != 1)} a killed run left in {out}")
+
+
+def row_fitness(row: dict[str, float]) -> float:
+    return fitness({"map50": row["metrics/mAP50"], "map": row["metrics/mAP50-95"]})
+
+
+def best_epoch(rows: list[dict[str, float]]) -> int | None:
+    """The epoch best.pt holds: the first with the highest fitness (a later epoch replaces
+    best.pt only by beating it)."""
+    return int(max(rows, key=row_fitness)["epoch"]) if rows else None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    import filecmp
+
+    return a.is_file() and (os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False))
+
+
+def repair_run(out: Path, last: Path, state: State, title: str) -> None:
+    """Put the run folder in agreement with ``last``, its last.pt, after a kill between an
+    epoch's writes: best.pt re-created when its epoch is last.pt's own and it is missing or
+    holds another; results.csv and results.png rewritten from last.pt's rows."""
+    from gelanc.atomic import atomic_copy
+    from gelanc.train import results
+
+    if not state.rows:
+        return
+    try:
+        epoch = best_epoch(state.rows)
+    except (KeyError, TypeError, ValueError):  # rows that are not what gelanc writes: nothing to go by
+        epoch = None
+    best = out / "best.pt"
+    if epoch == state.epoch and not _same_bytes(best, last):
+        atomic_copy(last, best)
+    results.write_csv(out / "results.csv", state.rows)
+    results.plot(out / "results.png", state.rows, title=title)
+
+
+def write_epoch(out: Path, state: State, best: bool, title: str, save_last: Callable[[Path], Any],
+                saved: int | None) -> None:
+    """An epoch's files: last.pt, then best.pt (a copy, when the epoch is the best so far),
+    results.csv and results.png. ``saved`` is the epoch last.pt holds now, if this run
+    knows it. A write that fails (a full disk, a refused target) stops the run with a
+    :class:`TrainError` saying what is on disk and how to go on; nothing is half-written."""
+    from gelanc.atomic import atomic_copy
+    from gelanc.train import results
+
+    last = out / "last.pt"
+    try:
+        save_last(last)
+    except OSError as e:
+        if saved:
+            raise TrainError(f"{e}; the run stopped after training epoch {state.epoch} without saving it: {last} "
+                             f"still holds epoch {saved}, intact; make room, then continue with: "
+                             f"gelanc train --resume {last}") from None
+        held = f"{last} is as it was" if last.exists() else "nothing was saved"
+        raise TrainError(f"{e}; the run stopped after training epoch {state.epoch} without saving it ({held}); "
+                         f"make room, then run it again") from None
+    try:
+        if best:
+            atomic_copy(last, out / "best.pt")
+        results.write_csv(out / "results.csv", state.rows)
+        results.plot(out / "results.png", state.rows, title=title)
+    except OSError as e:
+        raise TrainError(f"{e}; {last} holds epoch {state.epoch}, saved; make room, then continue with: "
+                         f"gelanc train --resume {last} (which also writes best.pt and the results it "
+                         f"could not)") from None
 
 
 # ---- the run ------------------------------------------------------------------------
@@ -315,12 +441,11 @@ def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
 
 
 def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.device) -> Run:
-    from gelanc.atomic import atomic_write
     from gelanc.checkpoint import read
     from gelanc.data.augment import AugmentedDataset
-    from gelanc.data.dataset import YoloDataset, collate
+    from gelanc.data.dataset import YoloDataset, collate, skipped_note
+    from gelanc.passes.budget import check_input
     from gelanc.passes.shapes import check_size
-    from gelanc.train import results
     from gelanc.train.loss import DetectionLoss
     from gelanc.train.optim import make_ema, make_optimizer
 
@@ -339,6 +464,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     model, hs = _build_model(args, len(data.names), ckpt)
     ir = model.meta["gelanc"]["ir"]
     check_size(ir, (args.imgsz, args.imgsz))  # a size the network is not built for: a located error
+    check_input(ir, (args.imgsz, args.imgsz))  # nor one whose feature maps would not fit gelanc's bound
     name = ir.graph["model"]
     out = Path(args.out) if args.out else run_dir(args, name)
     out = Path(ddp.broadcast(str(out), w))
@@ -355,6 +481,8 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     loss_fn = DetectionLoss(hs[0].nc, hs[0].reg_max, hs[0].strides, hyp)
 
     state = State(rows=[])
+    title = f"{name} on {data_path.parent.name}"  # of results.png
+    saved_epoch: int | None = None  # the epoch out/last.pt holds, when this run knows it
     if ckpt is not None:
         t = ckpt[CKPT_KEY]
         ema.module.load_state_dict(ckpt["state_dict"])
@@ -363,6 +491,14 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         scaler.load_state_dict(t["scaler"])
         state = State(t["epoch"], t["iteration"], t["best_fitness"], [dict(r) for r in t["rows"]])
         log(w, f"resuming {resume} after epoch {state.epoch} of {args.epochs}")
+        if w.main:
+            open_run_dir(out, w)
+            if (out / "last.pt").is_file() and os.path.samefile(resume, out / "last.pt"):
+                saved_epoch = state.epoch  # the folder's own last.pt: what it says is what the folder must hold
+                try:
+                    repair_run(out, resume, state, title)
+                except OSError as e:
+                    raise TrainError(f"{e}; make room, then resume again") from None
         if state.epoch >= args.epochs:
             raise TrainError(f"{resume} already finished its {args.epochs} epochs (give --epochs more to go on)")
 
@@ -377,7 +513,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     mosaic_epochs = hyp.mosaic_epochs(args.epochs)
 
     if w.main:
-        out.mkdir(parents=True, exist_ok=True)
+        open_run_dir(out, w)
         n_params = sum(p.numel() for p in unwrap(model).parameters())
         precision = f" ({str(amp).removeprefix('torch.')})" if amp else ""
         log(w, f"training {name} ({n_params:,} parameters) on {data_path} — {len(data.names)} classes, "
@@ -386,6 +522,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
                f"{precision}, saving to {out}")
     started, first_epoch = time.perf_counter(), state.epoch
     metrics: dict = {}
+    skipped: dict[str, str] = {}  # path → why, of every image that could not be decoded during the run
     try:
         while state.epoch < args.epochs:
             epoch_start = time.perf_counter()
@@ -393,39 +530,49 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
             train_set.set_epoch(state.epoch)
             train_set.use_mosaic = state.epoch < mosaic_epochs
             row = {"epoch": state.epoch + 1}
-            row.update(train_epoch(model, ema, loss_fn, opt, scaler, loader, state, args, hyp, device, amp, w))
+            stats, failed = train_epoch(model, ema, loss_fn, opt, scaler, loader, state, args, hyp, device, amp, w)
+            row.update(stats)
             state.epoch += 1
             if w.main:
                 metrics = validate(ema.module, args.val, val_loader, data.names, device, amp, args.progress)
+                failed += [(p, why) for p, why in metrics.pop("skipped", [])]  # not kept in the checkpoint
+                for p, why in failed:
+                    skipped.setdefault(p, why)
                 row.update({"metrics/mAP50": metrics["map50"], "metrics/mAP50-95": metrics["map"]})
                 row["time_s"] = time.perf_counter() - epoch_start
                 state.rows.append(row)
                 f = fitness(metrics)
                 best = f > state.best_fitness
                 state.best_fitness = max(f, state.best_fitness)
-                save_checkpoint(out / "last.pt", model, ema, opt, scaler, state, args, hyp, data.names, metrics)
-                if best:
-                    atomic_write(out / "best.pt", lambda tmp: shutil.copyfile(out / "last.pt", tmp))
-                results.write_csv(out / "results.csv", state.rows)
-                results.plot(out / "results.png", state.rows, title=f"{name} on {data_path.parent.name}")
+                save_last = functools.partial(save_checkpoint, model=model, ema=ema, opt=opt, scaler=scaler,
+                                              state=state, args=args, hyp=hyp, names=data.names, metrics=metrics)
+                write_epoch(out, state, best, title, save_last, saved_epoch)
+                saved_epoch = state.epoch
                 left = (time.perf_counter() - started) / (state.epoch - first_epoch) * (args.epochs - state.epoch)
                 log(w, f"epoch {state.epoch}/{args.epochs}: mAP50 {metrics['map50']:.3f}  "
                        f"mAP50-95 {metrics['map']:.3f}  loss: box {row['train/box_loss']:.3f} "
                        f"cls {row['train/cls_loss']:.3f} dfl {row['train/dfl_loss']:.3f}  "
                        f"{row['images_per_s']:.1f} img/s  {row['time_s']:.0f} s{'  (best)' if best else ''}"
-                       + (f"  ETA {_duration(left)}" if state.epoch < args.epochs else ""))
+                       + (f"  ETA {_duration(left)}" if state.epoch < args.epochs else "")
+                       + (f"\n  {note}" if (note := skipped_note(failed)) else ""))
             ddp.barrier(w)
     except KeyboardInterrupt:
-        if w.main and (out / "last.pt").is_file():
-            log(w, f"interrupted; continue with: gelanc train --resume {out / 'last.pt'}")
+        if w.main and saved_epoch is not None:  # this run's own last.pt (a write cut short left the previous one)
+            log(w, f"interrupted; continue with: gelanc train --resume {out / 'last.pt'} (epoch {saved_epoch} "
+                   f"is saved)")
+        elif w.main:
+            log(w, "interrupted before the first epoch was saved")
         raise
     agree = ddp.replicas_agree(unwrap(model), w)
     if not agree:
         log(w, "gelanc: warning: the processes' weights differ at the end of the run (DDP replicas diverged)")
     summary = {"model": name, "out": str(out), "epochs": state.epoch, "imgsz": args.imgsz, "processes": w.size,
                "replicas_agree": agree,
-               "seconds": time.perf_counter() - started, "last": str(out / "last.pt"), "best": str(out / "best.pt"),
-               "best_fitness": state.best_fitness, "map50": metrics.get("map50"), "map": metrics.get("map")}
+               "seconds": time.perf_counter() - started, "last": str(out / "last.pt"),
+               "best": str(out / "best.pt") if (out / "best.pt").is_file() else None,  # named only if it is there
+               "best_fitness": state.best_fitness, "map50": metrics.get("map50"), "map": metrics.get("map"),
+               # images that passed the scan but could not be decoded when loaded: the first few, and how many
+               "skipped": {"images": len(skipped), "first": list(skipped)[:5]}}
     if state.rows:
         best_row = max(state.rows, key=lambda r: fitness({"map50": r["metrics/mAP50"], "map": r["metrics/mAP50-95"]}))
         summary.update(best_epoch=int(best_row["epoch"]), best_map50=best_row["metrics/mAP50"],

@@ -1,7 +1,9 @@
 """Per-epoch metrics: ``results.csv`` (one row an epoch) and ``results.png`` (their curves).
 
 Both are rewritten whole after every epoch (through :mod:`gelanc.atomic`), so an
-interrupted run leaves the table of the epochs it finished, never half a line.
+interrupted run leaves the table of the epochs it finished, never half a line; the
+rows come from the checkpoint, so a resumed run rewrites them whole, the epochs a
+kill kept out of the table included.
 """
 
 from __future__ import annotations
@@ -52,5 +54,7 @@ def plot(path: Path, rows: list[dict[str, float]], title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)  # also when the write fails: a long run must not gather open figures

@@ -4,6 +4,9 @@ The images are letterboxed to a square, as in training, and the boxes are scored
 that canvas: scaling an image and its boxes alike changes no IoU, so mAP@0.5 and
 mAP@0.5:0.95 are those of the original images (only COCO's small/medium/large
 breakdown, which gelanc does not report, would move).
+
+An image that cannot be decoded when its batch is loaded is left out of the score
+and listed in the result's ``skipped``; it never stops the validation.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
              progress: bool = False, fast: bool = False, compile: bool | None = None) -> dict:
     """mAP of ``model`` (a deploy graph, or a train graph: its main head) on ``loader``'s
     letterboxed batches. Returns :func:`gelanc.train.metrics.coco_map`'s dict with the
-    inference speed beside it, and ``how`` it ran.
+    inference speed beside it, ``how`` it ran, and ``skipped``: [path, why] of each image
+    that could not be decoded (left out of the score).
 
     ``fast`` runs it in the device's fastest configuration (:mod:`gelanc.fastpath`),
     which converts ``model`` in place — pass a module of its own; otherwise it runs as
@@ -60,12 +64,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
     dets: list[torch.Tensor] = []
     gts: list[torch.Tensor] = []
     seconds, images = 0.0, 0
+    skipped: dict[str, str] = {}
     batches = loader
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(loader, desc="validating", leave=False, unit="batch", dynamic_ncols=True)
-    for imgs, targets, _ in batches:
+    for imgs, targets, _, failed in batches:
+        for path, why in failed:
+            skipped.setdefault(path, why)
+        if not len(imgs):  # every image of the batch failed to decode
+            continue
         x = convert(imgs.to(device, non_blocking=True).float() / 255)
         t = time.perf_counter()
         with autocast(device, amp):
@@ -81,4 +90,5 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
     result = coco_map(dets, gts, names)
     result["ms_per_image"] = 1000 * seconds / max(images, 1)
     result["how"] = how
+    result["skipped"] = [[path, why] for path, why in skipped.items()]
     return result

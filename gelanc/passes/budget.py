@@ -1,0 +1,57 @@
+"""What a network will cost in memory, known before torch allocates any of it.
+
+A spec (or the spec a checkpoint embeds) decides how many weights the torch stage
+allocates, and an input size decides how large every feature map is. Both are read
+off the IR — channels for the parameters, the shape pass for the activations — and
+checked against :mod:`gelanc.limits`, so that a hostile or mistaken file is a clear
+error rather than gigabytes of allocation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+
+from gelanc.diagnostics import GelError
+from gelanc.ir.graph import inputs
+from gelanc.limits import MAX_ACTIVATIONS, MAX_IMGSZ, MAX_PARAMS
+from gelanc.ops import REGISTRY
+from gelanc.passes.shapes import fail, infer
+
+
+def params_per_node(g: nx.DiGraph) -> dict[str, int]:
+    """Each node's parameter count (the registry's rule; channels alone decide it)."""
+    shapes = infer(g)
+    return {n: REGISTRY[d["op"]].params(d["attrs"], [shapes[r.node][r.out] for r in inputs(g, n)])
+            for n, d in g.nodes(data=True)}
+
+
+def check_params(g: nx.DiGraph, limit: int = MAX_PARAMS) -> int:
+    """The network's parameter count, or a GelError at its largest op when over ``limit``."""
+    per = params_per_node(g)
+    total = sum(per.values())
+    if total > limit:
+        worst = max(per, key=per.__getitem__)
+        raise fail(g, worst, f"the network would have {total:,} parameters, over gelanc's limit of {limit:,} "
+                             f"({per[worst]:,} of them in this op)")
+    return total
+
+
+def activations(g: nx.DiGraph, size: tuple[int, int]) -> int:
+    """Elements of every node's outputs for one image of ``size``: what a forward
+    pass that kept them all would hold."""
+    return sum(math.prod(s) for outs in infer(g, size, check_stride=False).values() for s in outs)
+
+
+def check_input(g: nx.DiGraph, size: tuple[int, int]) -> None:
+    """``size`` is one gelanc runs this network at: each side at most MAX_IMGSZ, and one
+    image's feature maps within MAX_ACTIVATIONS elements. (The stride is checked by
+    :func:`gelanc.passes.shapes.check_size`.)"""
+    h, w = size
+    if max(h, w) > MAX_IMGSZ:
+        raise GelError(f"input size {h}×{w} is over gelanc's limit of {MAX_IMGSZ} pixels a side")
+    n = activations(g, size)
+    if n > MAX_ACTIVATIONS:
+        raise GelError(f"at {h}×{w} one image's feature maps would hold {n:,} values, over gelanc's limit "
+                       f"of {MAX_ACTIVATIONS:,}; use a smaller size")
