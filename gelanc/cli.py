@@ -377,17 +377,19 @@ def _check_imgsz(m, imgsz) -> None:
     any foreign value is, type and bounds, before anything is allocated for it."""
     from gelanc.diagnostics import GelError
     from gelanc.passes.budget import check_input
-    from gelanc.torch_fx import heads, ir_of
+    from gelanc.passes.shapes import max_stride
+    from gelanc.torch_fx import ir_of
 
     if type(imgsz) is not int or imgsz < 1:
         raise UserError("the image size (the checkpoint's training size, or --imgsz) must be a positive integer")
-    stride = int(max(heads(m)[0].strides))
+    g = ir_of(m)
+    stride = g.graph.get("max_stride", max_stride(g))[0]  # of the IR: a head's strides may be fractions
     if imgsz < stride or imgsz % stride:
         raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride, {stride}")
     try:
-        check_input(ir_of(m), (imgsz, imgsz))
+        check_input(g, (imgsz, imgsz))
     except GelError as e:
-        raise UserError(f"--imgsz {imgsz}: {e.message}") from None
+        raise UserError(f"image size {imgsz}: {e.message}") from None
 
 
 def _names(ckpt: dict, nc: int) -> list[str]:

@@ -158,3 +158,28 @@ def test_out_in_a_read_only_folder_is_a_user_error(tmp_path, capsys, no_scan):
             subprocess.run(["umount", str(ro)], check=True)
         else:
             ro.chmod(0o755)
+
+
+def _damage(path: Path, change) -> None:
+    import torch
+
+    ckpt = read(path)
+    change(ckpt)
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda c: c["train"].update(optimizer="adam"), "its training state is damaged (train.optimizer: "),
+    (lambda c: c["train"].update(epoch=-3), "its training state is damaged (train.epoch: "),
+    (lambda c: c["train"].pop("scaler"), "its training state is damaged (train.scaler: Field required)"),
+    (lambda c: c["train"].update(optimizer={"state": {}, "param_groups": []}),
+     "its optimizer state does not fit the model (ValueError)"),
+    (lambda c: c["train"]["model"].update({k: v.flatten() for k, v in list(c["train"]["model"].items())[:1]}),
+     "the embedded spec needs"),
+])
+def test_resuming_a_damaged_training_state_is_a_user_error(unfinished, tmp_path, data, capsys, change, why):
+    out = copy_of(unfinished[0], tmp_path)
+    _damage(out / "last.pt", change)
+    code = main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", "--data", str(data), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and why in err and "Traceback" not in err, err

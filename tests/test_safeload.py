@@ -334,6 +334,20 @@ def test_an_embedded_spec_cannot_ask_for_more_weights_than_the_file_holds(tmp_pa
         gelanc.load(path)
 
 
+def test_an_embedded_spec_cannot_ask_for_huge_feature_maps(tmp_path, capsys, gelanc_ckpt, image):
+    """Same weights, one upsampling ×64 at the input: 36.8 G values a forward pass at 640."""
+    def spec(c):
+        root = c["meta"]["root"]
+        c["meta"]["sources"][root] = c["meta"]["sources"][root].replace("x = input(3)", "x = upsample(input(3), 64)")
+        c["train"]["args"]["imgsz"] = 640
+
+    path = _rewrite(gelanc_ckpt, tmp_path, spec)
+    for argv in (["predict", path, str(image), "-o", str(tmp_path / "p")], ["val", path, "--data", "none.yaml"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "image size 640: at 640×640 one image's feature maps would hold 36,835,737,600 values" in err, err
+
+
 @pytest.mark.parametrize("imgsz, why", [(32000, "over gelanc's limit of 4096"), ("640", "positive integer"),
                                         (-64, "positive integer")])
 def test_a_stored_image_size_is_checked_before_use(tmp_path, capsys, gelanc_ckpt, image, imgsz, why):

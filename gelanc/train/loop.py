@@ -289,14 +289,42 @@ def save_checkpoint(path: Path, model, ema, opt, scaler, state: State, args: Tra
     }})
 
 
+class Resumable(BaseModel):
+    """What a checkpoint's ``train`` entry must hold for a run to continue from it."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    model: dict[str, torch.Tensor]
+    ema_updates: int = Field(ge=0)
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    epoch: int = Field(ge=0)
+    iteration: int = Field(ge=0)
+    best_fitness: float
+    rows: list[dict[str, float]]
+    args: dict[str, Any]
+
+
+def resumable(ckpt: dict, path: Path) -> Resumable:
+    """The checkpoint's training state, checked (a foreign file's as any other)."""
+    from pydantic import ValidationError
+
+    from gelanc.checkpoint import CheckpointError
+
+    if not isinstance(ckpt.get(CKPT_KEY), dict):
+        raise CheckpointError(f"{path} holds no training state (a checkpoint from gelanc build or export?)")
+    try:
+        return Resumable.model_validate(ckpt[CKPT_KEY])
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x)[:40] for x in err["loc"])
+        raise CheckpointError(f"{path}: its training state is damaged ({CKPT_KEY}.{where}: {err['msg']})") from None
+
+
 def resume_args(path: Path, **changes) -> TrainArgs:
     """The settings of the run ``path`` (a last.pt) was saved by, with ``changes``."""
-    from gelanc.checkpoint import CheckpointError, read
+    from gelanc.checkpoint import read
 
-    ckpt = read(path)
-    if CKPT_KEY not in ckpt:
-        raise CheckpointError(f"{path} holds no training state (a checkpoint from gelanc build or export?)")
-    saved = dict(ckpt[CKPT_KEY]["args"])
+    saved = dict(resumable(read(path), path).args)
     saved.update({k: v for k, v in changes.items() if v is not None})
     # the run goes on in the folder of the checkpoint it resumes (the one it was saved to
     # may be elsewhere now, or relative to another working folder)
@@ -422,12 +450,12 @@ def train(args: TrainArgs, resume: Path | None = None) -> Run:
 
 def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
     import gelanc
-    from gelanc.checkpoint import load
+    from gelanc.checkpoint import build, fit_weights
     from gelanc.torch_fx import heads
 
     if resume_ckpt is not None:
-        model = load(resume_ckpt["path"])  # rebuilt from the embedded source
-        model.load_state_dict(resume_ckpt[CKPT_KEY]["model"])
+        model = build(resume_ckpt, str(resume_ckpt["path"]))  # rebuilt from the embedded source
+        fit_weights(model, resume_ckpt[CKPT_KEY]["model"], str(resume_ckpt["path"]))
     else:
         torch.manual_seed(args.seed)
         model = gelanc.compile(args.spec, **{"nc": nc, **args.params})
@@ -441,7 +469,7 @@ def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
 
 
 def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.device) -> Run:
-    from gelanc.checkpoint import read
+    from gelanc.checkpoint import CheckpointError, read
     from gelanc.data.augment import AugmentedDataset
     from gelanc.data.dataset import YoloDataset, collate, skipped_note
     from gelanc.passes.budget import check_input
@@ -460,6 +488,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     ckpt = None
     if resume is not None:
         ckpt = read(resume)
+        resumable(ckpt, resume)
         ckpt["path"] = resume
     model, hs = _build_model(args, len(data.names), ckpt)
     ir = model.meta["gelanc"]["ir"]
@@ -487,8 +516,12 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         t = ckpt[CKPT_KEY]
         ema.module.load_state_dict(ckpt["state_dict"])
         ema.n_averaged.fill_(t["ema_updates"])
-        opt.load_state_dict(t["optimizer"])
-        scaler.load_state_dict(t["scaler"])
+        try:
+            opt.load_state_dict(t["optimizer"])
+            scaler.load_state_dict(t["scaler"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            raise CheckpointError(f"{resume}: its optimizer state does not fit the model "
+                                  f"({type(e).__name__})") from None
         state = State(t["epoch"], t["iteration"], t["best_fitness"], [dict(r) for r in t["rows"]])
         log(w, f"resuming {resume} after epoch {state.epoch} of {args.epochs}")
         if w.main:
