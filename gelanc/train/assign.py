@@ -4,10 +4,19 @@ learn which object, and how strongly.
 For each object the candidates are the anchors whose centre lies strictly inside its box.
 Among them the ``topk`` with the highest alignment ``score^α · CIoU^β`` are positive
 (score: the predicted probability of the object's class; CIoU of the predicted box with
-the object's, clamped at 0). An anchor claimed by several objects goes to the one its
-predicted box overlaps most. A positive's target score is the one-hot class times its
-alignment, normalised per object so that the object's best-aligned anchor gets the
+the object's, clamped at 0). An anchor claimed by several objects goes to the object its
+predicted box overlaps most — of *all* the image's objects, as the reference's
+``select_highest_overlaps`` takes it (``ties="reference"``, the default), or of those that
+claimed it (``ties="selecting"``). A positive's target score is the one-hot class times
+its alignment, normalised per object so that the object's best-aligned anchor gets the
 object's best IoU: a badly predicted object asks for a low score, not for 1.
+
+The reference's rule can hand an anchor to an object that did not pick it — even one
+whose box the anchor lies outside — when the anchor's predicted box happens to overlap
+that object more; the pair then counts in that object's normalisation too. It is the
+rule the paper's models were trained with. The ``selecting`` rule keeps every anchor
+with an object that chose it among its top-k, which some find cleaner in crowded scenes,
+and needs no dense IoU and no host sync on GPU.
 
 Everything is batched over images and objects (objects padded to the most an image has,
 with a mask); the CIoU is computed only for (object, anchor) candidate pairs, since only
@@ -80,8 +89,11 @@ class TaskAlignedAssigner:
     """
 
     def __init__(self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0,
-                 eps: float = 1e-9):
+                 eps: float = 1e-9, ties: str = "reference"):
+        if ties not in ("reference", "selecting"):
+            raise ValueError(f"ties must be 'reference' or 'selecting', not {ties!r}")
         self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
+        self.ties = ties
 
     @torch.no_grad()
     def __call__(self, pd_scores: torch.Tensor, pd_bboxes: torch.Tensor, anc_points: torch.Tensor,
@@ -107,6 +119,8 @@ class TaskAlignedAssigner:
         iou = ciou_where(candidate, gt_boxes, boxes)  # (B, M, A), 0 off the candidates
         metric = self._alignment(scores, labels, iou, candidate)
         pos = self._topk(metric, candidate)
+        if self.ties == "reference":
+            pos, iou, metric = self._against_all(pos, iou, metric, scores, labels, gt_boxes, boxes)
         fg, gt_idx, pos = self._resolve(pos, iou)
         target_labels = labels.gather(1, gt_idx)  # (B, A)
         target_bboxes = gt_boxes.gather(1, gt_idx[..., None].expand(b, a, 4))
@@ -131,24 +145,47 @@ class TaskAlignedAssigner:
     def _topk(self, metric: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         """(B, M, A) bool: each object's ``topk`` best-aligned candidates.
 
-        Non-candidates are ranked below every candidate (−1), so that an object with fewer
-        than ``topk`` candidates takes all of them and nothing else; the reference ranks
-        them at 0, ties with zero-metric candidates, and then masks them out — the same set
-        up to the order of ties, which carry zero weight either way."""
+        Ranked as the reference ranks them: non-candidates at 0, tied with zero-metric
+        candidates, then masked out. Which of a tie ``topk`` keeps carries no weight in the
+        loss, but it decides which anchors count as claimed twice, and so which go through
+        the reference's resolution: the same ranking gives the same anchors."""
         k = min(self.topk, metric.shape[-1])
-        top = metric.masked_fill(~candidate, -1.0).topk(k, dim=-1).indices  # (B, M, k)
+        top = metric.topk(k, dim=-1).indices  # (B, M, k); metric is 0 off the candidates
         in_top = torch.zeros_like(candidate).scatter_(-1, top, True)
         return in_top & candidate
 
+    def _against_all(self, pos: torch.Tensor, iou: torch.Tensor, metric: torch.Tensor, scores: torch.Tensor,
+                     labels: torch.Tensor, gt_boxes: torch.Tensor, boxes: torch.Tensor):
+        """The reference's resolution of anchors several objects claim: each goes to the
+        object of highest CIoU with its predicted box among *all* the image's objects
+        (padding included, as the reference's dense argmax; a padded box's CIoU is 0), and
+        that pair's IoU and alignment — computed as for a candidate — then count in the
+        object's normalisation. → (pos, iou, metric), each anchor claimed at most once.
+
+        Only the contested anchors get the dense row of CIoUs, (n, M): the reference
+        computes the whole (B, M, A) block for them."""
+        bi, ai = (pos.sum(1) > 1).nonzero(as_tuple=True)  # a host sync on GPU, as the reference's
+        if len(bi) == 0:
+            return pos, iou, metric
+        over = ciou(gt_boxes[bi], boxes[bi, ai][:, None, :]).clamp(min=0)  # (n, M)
+        win = over.argmax(1)  # the first of equal maxima, as torch's argmax in the reference
+        best = over.gather(1, win[:, None]).squeeze(1)
+        score = scores[bi, ai, labels[bi, win]]
+        pos, iou, metric = pos.clone(), iou.clone(), metric.clone()
+        pos[bi, :, ai] = False
+        pos[bi, win, ai] = True
+        iou[bi, win, ai] = best
+        metric[bi, win, ai] = score.pow(self.alpha) * best.pow(self.beta)
+        return pos, iou, metric
+
     @staticmethod
     def _resolve(pos: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One object per anchor: among the objects that claim it, the one of highest IoU.
+        """One object per anchor: among the objects that claim it, the one of highest IoU
+        (after :meth:`_against_all` there is one claimant at most, which this keeps).
 
-        → fg (B, A), target_gt_idx (B, A), the resolved (B, M, A) mask. The reference takes
-        the argmax of IoU over *all* objects (including ones that did not pick the anchor,
-        even ones it lies outside); here only the claimants compete. For an anchor with a
-        single claimant the argmax is that claimant, so no branch on "any multiple claims"
-        (a host sync on GPU) is needed."""
+        → fg (B, A), target_gt_idx (B, A), the resolved (B, M, A) mask. For an anchor with
+        a single claimant the argmax is that claimant, so no branch on "any multiple
+        claims" (a host sync on GPU) is needed."""
         fg = pos.any(1)
         gt_idx = iou.masked_fill(~pos, -1.0).argmax(1)  # background: all −1 → object 0, as the reference
         resolved = torch.zeros_like(pos).scatter_(1, gt_idx[:, None, :], True) & fg[:, None, :]

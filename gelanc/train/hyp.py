@@ -10,6 +10,7 @@ hyp files load unchanged.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +41,9 @@ class Hyp(BaseModel):
     topk: int = Field(10, ge=1, description="TaskAlignedAssigner: candidates per object")
     alpha: float = Field(0.5, ge=0, description="TaskAlignedAssigner: class-score exponent")
     beta: float = Field(6.0, ge=0, description="TaskAlignedAssigner: IoU exponent")
+    assign_ties: Literal["reference", "selecting"] = Field(
+        "reference", description="an anchor several objects claim goes to the object its predicted box overlaps "
+                                 "most: of all the image's objects (reference), or of those that claimed it")
 
     # augmentation
     hsv_h: float = Field(0.015, ge=0, le=0.5, description="hue gain (fraction of the colour wheel)")

@@ -98,7 +98,7 @@ class DetectionLoss:
     def __init__(self, nc: int, reg_max: int, strides: list[float], hyp: Hyp | None = None):
         hyp = hyp or Hyp()
         self.nc, self.reg_max, self.strides, self.hyp = nc, reg_max, [float(s) for s in strides], hyp
-        self.assigner = TaskAlignedAssigner(nc, topk=hyp.topk, alpha=hyp.alpha, beta=hyp.beta)
+        self.assigner = TaskAlignedAssigner(nc, topk=hyp.topk, alpha=hyp.alpha, beta=hyp.beta, ties=hyp.assign_ties)
 
     def __call__(self, preds, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: the model's train output; targets (N, 6): image, class, cx, cy, w, h
