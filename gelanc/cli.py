@@ -271,12 +271,13 @@ def cmd_data_synth(args) -> int:
             print(f"\rdrawing images: {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
 
     try:
-        data = write(args.out, args.images, args.val, args.imgsz, args.seed, progress=progress)
+        data = write(args.out, args.images, args.val, args.imgsz, args.seed, progress=progress, hard=args.hard)
     except FileExistsError as e:
         raise UserError(f"{e}; choose an empty or new folder") from None
     except OSError as e:
         raise UserError(f"cannot write {args.out}: {e.strerror or e}") from None
-    print(f"wrote {data} ({args.images} train + {args.val} val images, {args.imgsz}×{args.imgsz})")
+    print(f"wrote {data} ({args.images} train + {args.val} val images, {args.imgsz}×{args.imgsz}"
+          f"{', the harder set' if args.hard else ''})")
     return EXIT_OK
 
 
@@ -295,9 +296,12 @@ def _train_args_unchecked(args):
     from gelanc.train.hyp import load_hyp
     from gelanc.train.loop import TrainArgs, resume_args
 
-    given = {k: getattr(args, k) for k in ("data", "epochs", "imgsz", "batch", "device", "workers", "out", "seed")
+    given = {k: getattr(args, k) for k in ("data", "epochs", "imgsz", "batch", "device", "workers", "out", "seed",
+                                           "patience")
              if getattr(args, k) is not None}
     flags = {k: True for k in ("deterministic", "sync_bn") if getattr(args, k)}
+    if args.no_plots:
+        flags["plots"] = False
     if args.amp is not None:
         flags["amp"] = args.amp
     if args.val_graph is not None:
@@ -307,7 +311,8 @@ def _train_args_unchecked(args):
             args.resume = args.spec
         path = Path(args.resume if args.resume is not True else Path(args.out or ".") / "last.pt")
         # a resumed run keeps its settings; where it runs, and for how long, may change
-        keep = {k: v for k, v in given.items() if k in ("device", "workers", "epochs")}
+        keep = {k: v for k, v in given.items() if k in ("device", "workers", "epochs", "patience")}
+        keep.update({k: v for k, v in flags.items() if k == "plots"})
         return resume_args(path, **keep, progress=not args.quiet), path
     if not args.spec:
         raise UserError("train needs a SPEC (a .gel file), or --resume LAST.pt")
@@ -349,7 +354,10 @@ def cmd_train(args) -> int:
         else:
             best = (f"; best epoch {summary['best_epoch']}: mAP50 {summary['best_map50']:.3f}, "
                     f"mAP50-95 {summary['best_map']:.3f}") if "best_epoch" in summary else ""
-            print(f"trained {summary['model']} for {summary['epochs']} epochs in {summary['seconds']:.0f} s{best}")
+            n = summary["epochs"]
+            early = " (stopped early)" if summary.get("stopped_early") else ""
+            print(f"trained {summary['model']} for {n} epoch{'s' * (n != 1)}{early} in {summary['seconds']:.0f} s"
+                  f"{best}")
             print(f"  {summary['last']}" + (f"\n  {summary['best']}" if summary.get("best") else ""))
     return EXIT_OK
 
@@ -446,6 +454,23 @@ def cmd_val(args) -> int:
               f"{r['ms_per_image']:.1f} ms an image)")
         for name, c in r.get("per_class", {}).items():
             print(f"  {name:<16} mAP50 {c['map50']:.4f}  mAP50-95 {c['map']:.4f}")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from gelanc.train.plots import PlotError, plot_run
+
+    try:
+        written = plot_run(args.run, data=args.data, device=args.device, workers=args.workers,
+                           progress=not args.json)
+    except PlotError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        print(json.dumps([str(p) for p in written], indent=2))
+    else:
+        print(f"wrote {len(written)} plots in {args.run}:")
+        for p in written:
+            print(f"  {p}")
     return EXIT_OK
 
 
@@ -725,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--val", type=int, default=64, metavar="N", help="validation images (default 64)")
     ds.add_argument("--imgsz", type=int, default=320, metavar="N", help="image size (default 320)")
     ds.add_argument("--seed", type=int, default=0, metavar="S")
+    ds.add_argument("--hard", action="store_true",
+                    help="the harder set: 5 classes, up to 12 objects that overlap and hide each other, small "
+                         "objects, clutter of no class, shading and noise")
     ds.set_defaults(func=cmd_data_synth)
 
     t = sub.add_parser("train", help="train a model on a YOLO dataset (default: the built-in synthetic set)",
@@ -738,7 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--imgsz", type=int, metavar="N", help="training and validation size (default 640)")
     t.add_argument("--batch", type=int, metavar="N", help="global batch size, over all processes (default 16)")
     t.add_argument("--device", metavar="cpu|cuda|0,1,…", help="default: cuda if available, else cpu")
-    t.add_argument("--workers", type=int, metavar="N", help="data-loading processes per rank (default 8)")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="data-loading processes per rank (default min(8, usable CPUs per rank, batch per rank))")
+    t.add_argument("--patience", type=int, metavar="N",
+                   help="stop after N epochs without a better fitness (0.1·mAP50 + 0.9·mAP50-95; default 100)")
     t.add_argument("--out", metavar="DIR", help="run folder (default runs/train/MODEL, MODEL2, …)")
     t.add_argument("--resume", nargs="?", const=True, metavar="LAST.pt",
                    help="continue a run from its last.pt (default DIR/last.pt of --out)")
@@ -747,6 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
     t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA (default auto)")
+    t.add_argument("--no-plots", action="store_true",
+                   help="no plots at the end of the run (gelanc plot RUN makes them later)")
     t.add_argument("--val-graph", choices=["deploy", "train"],
                    help="validate the EMA's deploy graph (default) or the train graph's main head")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -770,6 +803,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the model (default: on CPU from 256 images, where it pays off)")
     _common(va)
     va.set_defaults(func=cmd_val)
+
+    pl = sub.add_parser("plot", help="a run's plots: results, PR/P/R/F1 curves, confusion matrix, labels, val images",
+                        description="Write a training run's plots into its folder: results.png, PR_curve.png, "
+                                    "P/R/F1_curve.png, confusion_matrix(_normalized).png, labels.png and "
+                                    "val_batchN_labels/pred.png — validating its best.pt (else last.pt) once on "
+                                    "the data it was trained on (or --data).")
+    pl.add_argument("run", metavar="RUN", help="the run folder (holding best.pt or last.pt)")
+    pl.add_argument("--data", metavar="DATA.yaml", help="default: the data the run was trained on")
+    pl.add_argument("--device", metavar="cpu|cuda|0")
+    pl.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading processes (default 0)")
+    pl.add_argument("--json", action="store_true", help="print the files written as a JSON list")
+    pl.set_defaults(func=cmd_plot)
 
     pr = sub.add_parser("predict", help="detect objects in images; draw the boxes and write them as JSON",
                         description="Run CKPT's deploy graph on images (files, folders, glob patterns), "

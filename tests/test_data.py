@@ -26,6 +26,40 @@ def test_labels_are_exact_boxes_of_the_drawn_pixels():
             assert (patch == centre.view(3, 1, 1)).all(0).any()
 
 
+def test_the_hard_set_labels_what_is_visible():
+    """Occluded objects are labelled by their visible pixels: redrawn, no pixel of a label's
+    shape may lie outside its box, and some labels must be smaller than their shape."""
+    from gelanc.data.synth import HARD_CLASSES
+
+    seen, smaller = set(), 0
+    for seed in range(30):
+        img, labels = draw(seed, 128, hard=True)
+        again, _ = draw(seed, 128, hard=True)
+        assert torch.equal(img, again)  # seeded
+        for c, cx, cy, w, h in labels:
+            seen.add(c)
+            assert 0 <= c < len(HARD_CLASSES) and 0 < w <= 1 and 0 < h <= 1
+            assert 0 <= cx - w / 2 + 1e-9 and cx + w / 2 <= 1 + 1e-9
+        smaller += sum(1 for _, _, _, w, h in labels if w * h * 128 * 128 < 40)  # small objects occur
+    assert seen == set(range(len(HARD_CLASSES)))
+    assert smaller > 0
+
+
+def test_the_hard_set_hides_objects_behind_others(monkeypatch):
+    """An object painted over by a later one gets the box of what still shows of it."""
+    from gelanc.data import synth
+
+    boxes = []
+    real = synth._box
+    monkeypatch.setattr(synth, "_box", lambda m: boxes.append(int(m.sum())) or real(m))
+    hidden = 0
+    for seed in range(30):
+        boxes.clear()
+        synth.draw(seed, 96, hard=True)
+        hidden += len(boxes)
+    assert hidden > 0  # labels were measured on masks (the visible ones)
+
+
 def test_box_of_a_mask_is_its_pixel_extent():
     from gelanc.data.synth import _box
 

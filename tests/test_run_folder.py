@@ -40,7 +40,7 @@ def unfinished(data, tmp_path_factory):
     replaced): last.pt of epoch 1 — the best — and no best.pt. Returns (folder, summary)."""
     out = tmp_path_factory.mktemp("runs") / "run"
     args = TrainArgs(spec=str(SPEC), data=str(data), epochs=1, imgsz=64, batch=4, workers=0, out=str(out),
-                     device="cpu", deterministic=True, progress=False, hyp=FAST)
+                     device="cpu", deterministic=True, progress=False, hyp=FAST, plots=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(atomic, "atomic_copy", lambda src, dst: None)
         summary = train(args).summary

@@ -37,7 +37,7 @@ def data(tmp_path_factory) -> Path:
 
 def args(data: Path, out: Path, **kw) -> TrainArgs:
     base = dict(spec=str(SPECS / "gelan-t.gel"), data=str(data), epochs=2, imgsz=64, batch=4, workers=0,
-                out=str(out), device="cpu", deterministic=True, progress=False, hyp=FAST)
+                out=str(out), device="cpu", deterministic=True, progress=False, hyp=FAST, plots=False)
     return TrainArgs(**{**base, **kw})
 
 
@@ -51,12 +51,15 @@ def test_cli_run_writes_checkpoints_results_and_curves(data, tmp_path, capsys):
     assert summary["epochs"] == 2 and summary["model"] == "gelan_t"
     assert {"map50", "map", "best_epoch"} <= set(summary)
     assert "train: 12 images" in err and "val: 4 images" in err
-    for f in ("last.pt", "best.pt", "results.csv", "results.png"):
-        assert (out / f).is_file(), f
+    from gelanc.train.plots import PLOT_FILES
+
+    for f in ("last.pt", "best.pt", "results.csv", *PLOT_FILES, "val_batch0_labels.png", "val_batch0_pred.png"):
+        assert (out / f).is_file(), f  # the plots too, made at the end of the run
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[0].startswith("epoch,train/box_loss,train/cls_loss,train/dfl_loss")
+    assert len(rows) == 3 and rows[0].startswith("epoch,train/box_loss,train/cls_loss,train/dfl_loss,val/box_loss")
     assert "metrics/mAP50" in rows[0] and "metrics/mAP50-95" in rows[0]
+    assert all(float(v) > 0 for v in rows[2].split(",")[4:7])  # the validation losses
 
     ckpt = torch.load(out / "last.pt", weights_only=True)  # no code runs when it loads
     t = ckpt["train"]
@@ -69,7 +72,7 @@ def test_cli_run_writes_checkpoints_results_and_curves(data, tmp_path, capsys):
     assert not torch.equal(ckpt["state_dict"][key], t["model"][key])
 
     # the command line resumes a run with its own settings; a longer --epochs goes on
-    code = main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "-q", "--json"])
+    code = main(["train", "--resume", str(out / "last.pt"), "--epochs", "3", "-q", "--json", "--no-plots"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert "resuming" in err and json.loads(stdout)["epochs"] == 3

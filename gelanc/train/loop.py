@@ -49,7 +49,8 @@ class TrainArgs(BaseModel):
     imgsz: int = Field(640, ge=32, le=MAX_IMGSZ)
     batch: int = Field(16, ge=1)
     device: str | None = None
-    workers: int = Field(8, ge=0)
+    workers: int | None = Field(None, ge=0)  # None: min(8, usable CPUs per process, batch per process)
+    patience: int = Field(100, ge=1)  # stop after this many epochs without a better fitness
     out: str | None = None
     seed: int = 0
     hyp: dict[str, Any] = Field(default_factory=dict)
@@ -59,6 +60,7 @@ class TrainArgs(BaseModel):
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     val: Literal["deploy", "train"] = "deploy"
     progress: bool = True
+    plots: bool = True  # the curves, confusion matrix, labels and validation images at the end of the run
 
 
 class TrainError(Exception):
@@ -171,6 +173,22 @@ class State:
     iteration: int = 0  # batches seen, over the whole run (drives the warmup)
     best_fitness: float = -1.0
     rows: list[dict[str, float]] | None = None
+    seconds: float = 0.0  # wall time of the run so far, over every process that ran it (resumes included)
+
+    def epochs_since_best(self) -> int:
+        """Epochs finished after the one best.pt holds (0 when the last is the best)."""
+        return int(self.rows[-1]["epoch"]) - best_epoch(self.rows) if self.rows else 0
+
+
+def default_workers(batch_per_rank: int, ranks: int) -> int:
+    """Data-loading processes per rank: min(8, the CPUs this process may use ÷ ranks, the
+    batch). More processes than cores only take turns (8 on 2 cores made an epoch 3×
+    slower than 2), and more than the batch have nothing to load."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        cpus = os.cpu_count() or 1
+    return max(0, min(8, cpus // max(ranks, 1), batch_per_rank))
 
 
 def fitness(metrics: dict) -> float:
@@ -284,6 +302,7 @@ def save_checkpoint(path: Path, model, ema, opt, scaler, state: State, args: Tra
         "iteration": state.iteration,
         "best_fitness": state.best_fitness,
         "rows": state.rows or [],
+        "seconds": state.seconds,
         "args": args.model_dump(mode="json"),
         "hyp": hyp.model_dump(),
     }})
@@ -302,6 +321,7 @@ class Resumable(BaseModel):
     best_fitness: float
     rows: list[dict[str, float]]
     args: dict[str, Any]
+    seconds: float | None = Field(None, ge=0)  # absent in checkpoints of gelanc before 0.2
 
 
 def resumable(ckpt: dict, path: Path) -> Resumable:
@@ -334,7 +354,7 @@ def resume_args(path: Path, **changes) -> TrainArgs:
 
 # ---- the run folder -------------------------------------------------------------------
 
-RUN_FILES = ("last.pt", "best.pt", "results.csv", "results.png")  # what a run writes in its folder
+RUN_FILES = ("last.pt", "best.pt", "results.csv", "results.png")  # what every epoch writes in the run folder
 
 
 def open_run_dir(out: Path, w: ddp.World) -> None:
@@ -344,7 +364,9 @@ def open_run_dir(out: Path, w: ddp.World) -> None:
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        removed = remove_stale_temps(out, RUN_FILES)
+        from gelanc.train.plots import PLOT_FILES
+
+        removed = remove_stale_temps(out, dict.fromkeys((*RUN_FILES, *PLOT_FILES)))
     except OSError as e:
         raise TrainError(f"cannot use the run folder {out}: {e.strerror or e}") from None
     if removed:
@@ -522,7 +544,10 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
             raise CheckpointError(f"{resume}: its optimizer state does not fit the model "
                                   f"({type(e).__name__})") from None
-        state = State(t["epoch"], t["iteration"], t["best_fitness"], [dict(r) for r in t["rows"]])
+        rows = [dict(r) for r in t["rows"]]
+        seconds = t.get("seconds")
+        state = State(t["epoch"], t["iteration"], t["best_fitness"], rows,
+                      seconds if seconds is not None else sum(r.get("time_s", 0.0) for r in rows))
         log(w, f"resuming {resume} after epoch {state.epoch} of {args.epochs}")
         if w.main:
             open_run_dir(out, w)
@@ -536,7 +561,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
             raise TrainError(f"{resume} already finished its {args.epochs} epochs (give --epochs more to go on)")
 
     per_rank = args.batch // w.size
-    workers = min(args.workers, os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else default_workers(per_rank, w.size)
     train_set = AugmentedDataset(data.train, args.imgsz, hyp, seed=args.seed)
     sampler = DistributedSampler(train_set, num_replicas=w.size, rank=w.rank, shuffle=True, seed=args.seed)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
@@ -552,8 +577,8 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         log(w, f"training {name} ({n_params:,} parameters) on {data_path} — {len(data.names)} classes, "
                f"{len(train_set)} train / {len(data.val.images)} val images — {args.epochs} epochs at "
                f"{args.imgsz} px, batch {args.batch} on {w.size}× {device.type}"
-               f"{precision}, saving to {out}")
-    started, first_epoch = time.perf_counter(), state.epoch
+               f"{precision}, {workers} data worker{'s' * (workers != 1)}, saving to {out}")
+    started, first_epoch, seconds_before = time.perf_counter(), state.epoch, state.seconds
     metrics: dict = {}
     skipped: dict[str, str] = {}  # path → why, of every image that could not be decoded during the run
     try:
@@ -562,18 +587,17 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
             sampler.set_epoch(state.epoch)
             train_set.set_epoch(state.epoch)
             train_set.use_mosaic = state.epoch < mosaic_epochs
-            row = {"epoch": state.epoch + 1}
             stats, failed = train_epoch(model, ema, loss_fn, opt, scaler, loader, state, args, hyp, device, amp, w)
-            row.update(stats)
             state.epoch += 1
             if w.main:
-                metrics = validate(ema.module, args.val, val_loader, data.names, device, amp, args.progress)
+                metrics = validate(ema.module, args.val, val_loader, data.names, device, amp, args.progress,
+                                   loss_fn)
                 failed += [(p, why) for p, why in metrics.pop("skipped", [])]  # not kept in the checkpoint
                 for p, why in failed:
                     skipped.setdefault(p, why)
-                row.update({"metrics/mAP50": metrics["map50"], "metrics/mAP50-95": metrics["map"]})
-                row["time_s"] = time.perf_counter() - epoch_start
+                row = results_row(state.epoch, stats, metrics, time.perf_counter() - epoch_start)
                 state.rows.append(row)
+                state.seconds = seconds_before + time.perf_counter() - started
                 f = fitness(metrics)
                 best = f > state.best_fitness
                 state.best_fitness = max(f, state.best_fitness)
@@ -588,6 +612,11 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
                        f"{row['images_per_s']:.1f} img/s  {row['time_s']:.0f} s{'  (best)' if best else ''}"
                        + (f"  ETA {_duration(left)}" if state.epoch < args.epochs else "")
                        + (f"\n  {note}" if (note := skipped_note(failed)) else ""))
+            stale = ddp.broadcast(state.epochs_since_best() if w.main else 0, w)
+            if stale >= args.patience and state.epoch < args.epochs:
+                log(w, f"stopping early: no better fitness in the {stale} epochs after epoch "
+                       f"{state.epoch - stale} (--patience {args.patience}); best.pt holds that epoch")
+                break
             ddp.barrier(w)
     except KeyboardInterrupt:
         if w.main and saved_epoch is not None:  # this run's own last.pt (a write cut short left the previous one)
@@ -599,28 +628,64 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     agree = ddp.replicas_agree(unwrap(model), w)
     if not agree:
         log(w, "gelanc: warning: the processes' weights differ at the end of the run (DDP replicas diverged)")
+    if w.main and args.plots and state.rows:
+        _plots(out, data_path, device, workers, args.progress, w)
+    state.seconds = seconds_before + time.perf_counter() - started
     summary = {"model": name, "out": str(out), "epochs": state.epoch, "imgsz": args.imgsz, "processes": w.size,
-               "replicas_agree": agree,
-               "seconds": time.perf_counter() - started, "last": str(out / "last.pt"),
+               "replicas_agree": agree, "stopped_early": state.epoch < args.epochs,
+               "seconds": state.seconds, "last": str(out / "last.pt"),
                "best": str(out / "best.pt") if (out / "best.pt").is_file() else None,  # named only if it is there
                "best_fitness": state.best_fitness, "map50": metrics.get("map50"), "map": metrics.get("map"),
                # images that passed the scan but could not be decoded when loaded: the first few, and how many
                "skipped": {"images": len(skipped), "first": list(skipped)[:5]}}
     if state.rows:
-        best_row = max(state.rows, key=lambda r: fitness({"map50": r["metrics/mAP50"], "map": r["metrics/mAP50-95"]}))
+        best_row = max(state.rows, key=row_fitness)
         summary.update(best_epoch=int(best_row["epoch"]), best_map50=best_row["metrics/mAP50"],
                        best_map=best_row["metrics/mAP50-95"])
     return Run(summary, unwrap(model), ema.module)
 
 
-def validate(ema_module, graph: str, loader, names, device, amp, progress) -> dict:
-    """mAP of the EMA weights: on their deploy graph, or on the train graph's main head."""
+def validate(ema_module, graph: str, loader, names, device, amp, progress, loss_fn=None) -> dict:
+    """mAP (and with ``loss_fn`` the losses) of the EMA weights: on their deploy graph, or
+    on the train graph's main head."""
     from gelanc.torch_fx import deploy_module
     from gelanc.train.val import evaluate
 
     if graph == "deploy":  # a module of its own: the fast path may convert it
-        return evaluate(deploy_module(ema_module), loader, names, device, progress=progress, fast=True, compile=False)
-    return evaluate(ema_module, loader, names, device, amp=amp, progress=progress)
+        return evaluate(deploy_module(ema_module), loader, names, device, progress=progress, fast=True, compile=False,
+                        loss_fn=loss_fn)
+    return evaluate(ema_module, loader, names, device, amp=amp, progress=progress, loss_fn=loss_fn)
+
+
+RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "val/cls_loss",
+                  "val/dfl_loss", "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95",
+                  "lr/bias", "lr/bn", "lr/weights", "images_per_s", "time_s")
+
+
+def results_row(epoch: int, stats: dict, metrics: dict, seconds: float) -> dict[str, float]:
+    """One epoch's row of results.csv, its columns in :data:`RESULT_COLUMNS` order
+    (docs/train.md says what each is)."""
+    values = {**stats, **{k: v for k, v in metrics.items() if k.startswith("val/")},
+              "metrics/precision": metrics["precision"], "metrics/recall": metrics["recall"],
+              "metrics/mAP50": metrics["map50"], "metrics/mAP50-95": metrics["map"], "epoch": epoch,
+              "time_s": seconds}
+    return {k: float(values[k]) if k != "epoch" else epoch for k in RESULT_COLUMNS if k in values}
+
+
+def _plots(out: Path, data: Path, device: torch.device, workers: int, progress: bool, w: ddp.World) -> None:
+    """The run's plots (``gelanc plot``'s): best.pt validated once more. A plot that fails
+    costs the run nothing it trained: a warning, and ``gelanc plot`` to try again."""
+    from gelanc.train.plots import plot_run
+
+    try:
+        written = plot_run(out, data=data, device=device, workers=workers, progress=progress)
+    except Exception as e:  # noqa: BLE001 - the checkpoints are saved; the plots are a report on them
+        from gelanc.safeload import printable
+
+        log(w, f"gelanc: warning: the plots failed ({type(e).__name__}: {printable(str(e), 200)}); "
+               f"try again with: gelanc plot {out}")
+        return
+    log(w, f"plots: {len(written)} files in {out}")
 
 
 def _duration(seconds: float) -> str:

@@ -20,12 +20,15 @@ def read_csv(path: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if k and v not in (None, "")} for row in csv.DictReader(f)]
 
 
 def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """The table, one column for every key any row has, in the order they first appear
+    (a run resumed from an older gelanc gains columns: its earlier rows leave them empty)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     w.writeheader()
     for r in rows:
         w.writerow({k: (int(v) if k == "epoch" else f"{v:.6g}") for k, v in r.items()})
@@ -33,28 +36,54 @@ def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def plot(path: Path, rows: list[dict[str, float]], title: str = "") -> None:
-    """One small panel per column, against the epoch."""
+    """The curves of ``rows`` against the epoch, a panel for each kind
+    (:func:`gelanc.train.plots.panels`):
+    each series as measured (dots) and smoothed (a dashed line, once there are 5 epochs).
+    A column that some rows lack (an older run resumed) is a gap in its curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
-    keys = [k for k in rows[0] if k != "epoch"]
-    cols = 4
-    nrows = -(-len(keys) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
-    epochs = [r["epoch"] for r in rows]
-    for ax, k in zip(axes.flat, keys):
-        ax.plot(epochs, [r[k] for r in rows], marker=".", linewidth=1.5, markersize=4)
-        ax.set_title(k, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    from gelanc.train.plots import PANEL_COLS, PANEL_INCHES, PLOT_DPI, SMOOTH_SIGMA, panels, smooth
+
+    if not rows:
+        raise ValueError("no rows to plot")
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    drawn = panels(columns)
+    cols = max(1, min(PANEL_COLS, len(drawn)))
+    nrows = max(1, -(-len(drawn) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * nrows), squeeze=False,
+                             dpi=PLOT_DPI)
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        epochs = np.array([r.get("epoch", i + 1) for i, r in enumerate(rows)], dtype=np.float64)
+        for ax, (name, keys) in zip(axes.flat, drawn):
+            for j, k in enumerate(keys):
+                y = np.array([r.get(k, np.nan) for r in rows], dtype=np.float64)
+                y[~np.isfinite(y)] = np.nan  # an infinite loss is a gap too, not an axis to infinity
+                colour = f"C{j}"
+                label = k.split("/")[0] if name.endswith("loss") else k.split("/")[-1]
+                ax.plot(epochs, y, marker=".", linewidth=1, markersize=4, alpha=0.6, color=colour, label=label)
+                if np.isfinite(y).sum() >= 5:
+                    ax.plot(epochs, smooth(y), linestyle="--", linewidth=1.5, color=colour)
+            ax.set_title(name, fontsize=9)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            if len(keys) > 1:
+                ax.legend(fontsize=7, frameon=False)
+        for ax in list(axes.flat)[len(drawn):]:
+            ax.axis("off")
+        for ax in axes[-1]:
+            ax.set_xlabel("epoch", fontsize=8)
+        notes = [title] if title else []
+        if len(rows) >= 5:
+            notes.append(f"dashed: smoothed (Gaussian, σ = {SMOOTH_SIGMA:g} epochs)")
+        if notes:
+            fig.suptitle("  —  ".join(notes), fontsize=10)
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=PLOT_DPI))
     finally:
         plt.close(fig)  # also when the write fails: a long run must not gather open figures

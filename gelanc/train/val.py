@@ -41,11 +41,21 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], device: torch.device,
              amp: torch.dtype | None = None, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET,
-             progress: bool = False, fast: bool = False, compile: bool | None = None) -> dict:
+             progress: bool = False, fast: bool = False, compile: bool | None = None, keep: bool = False,
+             loss_fn=None) -> dict:
     """mAP of ``model`` (a deploy graph, or a train graph: its main head) on ``loader``'s
     letterboxed batches. Returns :func:`gelanc.train.metrics.coco_map`'s dict with the
     inference speed beside it, ``how`` it ran, and ``skipped``: [path, why] of each image
     that could not be decoded (left out of the score).
+
+    ``loss_fn`` (a :class:`gelanc.train.loss.DetectionLoss`) adds the validation losses
+    ``val/box_loss``, ``val/cls_loss`` and ``val/dfl_loss``: the mean over batches of the
+    terms it returns for the model's eval-mode maps (``out[1]``; both heads' for a train
+    graph with PGI's branch), as training averages its own. ``keep`` adds what the plots
+    need (:mod:`gelanc.train.plots`): ``detections`` (per image (n, 6): x1, y1, x2, y2,
+    score, class) and ``ground_truths`` (per image (m, 5): class, x1, y1, x2, y2), both in
+    the letterboxed canvas's pixels, ``paths`` (of those images, in order) and ``coco``
+    (the COCOeval they were scored by).
 
     ``fast`` runs it in the device's fastest configuration (:mod:`gelanc.fastpath`),
     which converts ``model`` in place — pass a module of its own; otherwise it runs as
@@ -63,6 +73,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
         model, convert, how, amp = p.module, p.convert, p.description, None
     dets: list[torch.Tensor] = []
     gts: list[torch.Tensor] = []
+    paths: list[str] = []
+    losses, loss_batches = torch.zeros(3), 0
     seconds, images = 0.0, 0
     skipped: dict[str, str] = {}
     batches = loader
@@ -70,7 +82,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
         from tqdm import tqdm
 
         batches = tqdm(loader, desc="validating", leave=False, unit="batch", dynamic_ncols=True)
-    for imgs, targets, _, failed in batches:
+    for imgs, targets, batch_paths, failed in batches:
         for path, why in failed:
             skipped.setdefault(path, why)
         if not len(imgs):  # every image of the batch failed to decode
@@ -86,8 +98,18 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
         seconds += time.perf_counter() - t
         images += len(imgs)
         gts += ground_truths(targets, len(imgs), x.shape[-1])
+        paths += list(batch_paths)
+        if loss_fn is not None:  # out of the timing: the speed is inference's
+            losses += loss_fn(out[1], targets.to(device))[1].detach().float().cpu()
+            loss_batches += 1
     model.train(was_training)
-    result = coco_map(dets, gts, names)
+    result = coco_map(dets, gts, names, keep=keep)
+    if loss_fn is not None:
+        mean = losses / max(loss_batches, 1)
+        result.update({"val/box_loss": float(mean[0]), "val/cls_loss": float(mean[1]),
+                       "val/dfl_loss": float(mean[2])})
+    if keep:
+        result.update(detections=dets, ground_truths=gts, paths=paths)
     result["ms_per_image"] = 1000 * seconds / max(images, 1)
     result["how"] = how
     result["skipped"] = [[path, why] for path, why in skipped.items()]
