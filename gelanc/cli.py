@@ -379,25 +379,16 @@ def _checkpoint_model(path: str, graph: str):
 
 
 def _check_imgsz(m, imgsz) -> None:
-    """A square size the network is built for and gelanc runs it at, or a user error.
-
-    ``imgsz`` may come from a checkpoint (the run's training size): it is checked as
-    any foreign value is, type and bounds, before anything is allocated for it."""
+    """A square size the network is built for and gelanc runs it at, or a user error
+    (``imgsz`` may be a checkpoint's: see :func:`gelanc.passes.budget.check_run_size`)."""
     from gelanc.diagnostics import GelError
-    from gelanc.passes.budget import check_input
-    from gelanc.passes.shapes import max_stride
+    from gelanc.passes.budget import check_run_size
     from gelanc.torch_fx import ir_of
 
-    if type(imgsz) is not int or imgsz < 1:
-        raise UserError("the image size (the checkpoint's training size, or --imgsz) must be a positive integer")
-    g = ir_of(m)
-    stride = g.graph.get("max_stride", max_stride(g))[0]  # of the IR: a head's strides may be fractions
-    if imgsz < stride or imgsz % stride:
-        raise UserError(f"--imgsz {imgsz} is not a multiple of the model's largest stride, {stride}")
     try:
-        check_input(g, (imgsz, imgsz))
+        check_run_size(ir_of(m), imgsz)
     except GelError as e:
-        raise UserError(f"image size {imgsz}: {e.message}") from None
+        raise UserError(e.message) from None
 
 
 def _names(ckpt: dict, nc: int) -> list[str]:
@@ -406,17 +397,12 @@ def _names(ckpt: dict, nc: int) -> list[str]:
 
 
 def _device(spec: str | None):
-    import torch
-
     from gelanc.train import ddp
 
     try:
-        kind, ids = ddp.parse_device(spec)
+        return ddp.one_device(spec)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device asks for CUDA, but torch sees no GPU (use --device cpu)")
-    return torch.device("cuda", ids[0] if ids else 0) if kind == "cuda" else torch.device("cpu")
 
 
 def cmd_val(args) -> int:

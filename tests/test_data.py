@@ -40,6 +40,7 @@ def test_the_hard_set_labels_what_is_visible():
             seen.add(c)
             assert 0 <= c < len(HARD_CLASSES) and 0 < w <= 1 and 0 < h <= 1
             assert 0 <= cx - w / 2 + 1e-9 and cx + w / 2 <= 1 + 1e-9
+            assert 0 <= cy - h / 2 + 1e-9 and cy + h / 2 <= 1 + 1e-9
         smaller += sum(1 for _, _, _, w, h in labels if w * h * 128 * 128 < 40)  # small objects occur
     assert seen == set(range(len(HARD_CLASSES)))
     assert smaller > 0

@@ -44,6 +44,24 @@ def activations(g: nx.DiGraph, size: tuple[int, int]) -> int:
     return sum(math.prod(s) for outs in infer(g, size, check_stride=False).values() for s in outs)
 
 
+def check_run_size(g: nx.DiGraph, imgsz) -> int:
+    """A square size to run the network at — given, or stored in a checkpoint and so
+    checked as any foreign value: an integer, a multiple of the network's largest
+    stride, within :func:`check_input`'s bounds. A GelError (no location) says why."""
+    from gelanc.passes.shapes import max_stride
+
+    if type(imgsz) is not int or imgsz < 1:
+        raise GelError("the image size (--imgsz, or the checkpoint's training size) must be a positive integer")
+    stride = g.graph.get("max_stride", max_stride(g))[0]  # of the IR: a head's strides may be fractions
+    if imgsz < stride or imgsz % stride:
+        raise GelError(f"image size {imgsz} is not a multiple of the model's largest stride, {stride}")
+    try:
+        check_input(g, (imgsz, imgsz))
+    except GelError as e:
+        raise GelError(f"image size {imgsz}: {e.message}") from None
+    return imgsz
+
+
 def check_input(g: nx.DiGraph, size: tuple[int, int]) -> None:
     """``size`` is one gelanc runs this network at: each side at most MAX_IMGSZ, and one
     image's feature maps within MAX_ACTIVATIONS elements. (The stride is checked by

@@ -59,6 +59,15 @@ def parse_device(spec: str | None) -> tuple[str, list[int]]:
     return "cuda", ids
 
 
+def one_device(spec: str | None) -> torch.device:
+    """The single device ``--device`` names for a one-process command (val, predict,
+    plot): the first GPU it names; a ValueError where torch has none."""
+    kind, ids = parse_device(spec)
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device asks for CUDA, but torch sees no GPU (use --device cpu)")
+    return torch.device("cuda", ids[0] if ids else 0) if kind == "cuda" else torch.device("cpu")
+
+
 def setup(kind: str, ids: list[int]) -> tuple[World, torch.device]:
     """Join the process group when torchrun started several processes; pick this one's device."""
     w = world()

@@ -381,36 +381,22 @@ def _run_checkpoint(run: Path) -> Path:
 def _device(device) -> torch.device:
     from gelanc.train import ddp
 
-    if isinstance(device, torch.device):
-        return device
     try:
-        kind, ids = ddp.parse_device(device)
+        return device if isinstance(device, torch.device) else ddp.one_device(device)
     except ValueError as e:
         raise PlotError(str(e)) from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise PlotError("--device asks for CUDA, but torch sees no GPU (use --device cpu)")
-    return torch.device("cuda", ids[0] if ids else 0) if kind == "cuda" else torch.device("cpu")
 
 
 def _imgsz(m, imgsz, where: Path) -> int:
     """The checkpoint's training size, checked as any foreign value before it is used."""
     from gelanc.diagnostics import GelError
-    from gelanc.limits import MAX_IMGSZ
-    from gelanc.passes.budget import check_input
-    from gelanc.passes.shapes import max_stride
+    from gelanc.passes.budget import check_run_size
     from gelanc.torch_fx import ir_of
 
-    if type(imgsz) is not int or not 1 <= imgsz <= MAX_IMGSZ:
-        raise PlotError(f"{where}: its training size is not an image size gelanc runs at")
-    g = ir_of(m)
-    stride = g.graph.get("max_stride", max_stride(g))[0]
-    if imgsz < stride or imgsz % stride:
-        raise PlotError(f"{where}: its training size {imgsz} is not a multiple of the model's largest stride, {stride}")
     try:
-        check_input(g, (imgsz, imgsz))
+        return check_run_size(ir_of(m), imgsz)
     except GelError as e:
-        raise PlotError(f"{where}: image size {imgsz}: {e.message}") from None
-    return imgsz
+        raise PlotError(f"{where}: {e.message}") from None
 
 
 def _rows(run: Path, settings: dict) -> list[dict[str, float]]:
