@@ -116,3 +116,33 @@ def test_ema_follows_the_ramped_decay():
     assert torch.allclose(ema.module[1].running_mean, torch.full((4,), (1 - d) * 2.0), atol=1e-6)
     assert int(ema.module[1].num_batches_tracked) == int(m[1].num_batches_tracked)
     assert not any(p.requires_grad for p in ema.parameters())
+
+
+# ---- the optimizer's choice --------------------------------------------------------------
+
+
+def test_auto_picks_adamw_for_short_runs_and_sgd_for_long_ones():
+    from gelanc.train.optim import AUTO_STEPS, optimizer_steps, resolve
+
+    h = Hyp(optimizer="auto")
+    assert optimizer_steps(400, 30, h) == 7 * 30  # ceil(400 / 64) steps an epoch
+    short = resolve(h, optimizer_steps(400, 30, h), nc=5)
+    assert short.optimizer == "AdamW" and short.lr0 == round(0.002 * 5 / 9, 6) == 0.001111
+    assert short.momentum == 0.9 and short.warmup_bias_lr == 0.0
+    long = resolve(h, AUTO_STEPS + 1, nc=5)
+    assert (long.optimizer, long.lr0, long.momentum) == ("SGD", 0.01, 0.937)
+    assert resolve(Hyp(), 10, nc=5) == Hyp()  # a concrete choice stays as it is
+
+
+def test_adamw_has_the_three_groups_and_its_warmup_ramps_beta1():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))
+    h = Hyp(optimizer="AdamW", lr0=0.001, momentum=0.9)
+    opt = make_optimizer(model, 16, h)
+    assert isinstance(opt, torch.optim.AdamW) and [len(g["params"]) for g in opt.param_groups] == [3, 1, 2]
+    assert opt.param_groups[2]["weight_decay"] == pytest.approx(0.0005 * 16 * 4 / 64)
+    set_schedule(opt, 0, 0, 10, warmup=100, batch=16, hyp=h)
+    assert opt.param_groups[2]["betas"] == (0.8, 0.999) and opt.param_groups[2]["lr"] == 0.0
+    set_schedule(opt, 100, 0, 10, warmup=100, batch=16, hyp=h)
+    assert opt.param_groups[2]["betas"] == (0.9, 0.999) and opt.param_groups[2]["lr"] == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="not concrete"):
+        make_optimizer(model, 16, Hyp(optimizer="auto"))

@@ -20,8 +20,12 @@ IGNORED = ("obj", "obj_pw", "cls_pw", "iou_t", "anchor_t", "fl_gamma", "label_sm
 class Hyp(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # optimisation (SGD, nesterov)
-    lr0: float = Field(0.01, gt=0, description="initial learning rate")
+    # optimisation
+    optimizer: Literal["SGD", "AdamW", "auto"] = Field(
+        "SGD", description="SGD (nesterov, the reference's), AdamW, or auto: AdamW with a learning rate fitted "
+                           "to the class count for runs of under 10,000 optimizer steps, SGD for longer ones "
+                           "(ultralytics' rule)")
+    lr0: float = Field(0.01, gt=0, description="initial learning rate (SGD and AdamW; auto sets its own)")
     lrf: float = Field(0.01, gt=0, le=1, description="final learning rate, as a fraction of lr0 (linear decay)")
     momentum: float = Field(0.937, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(0.0005, ge=0, description="on conv weights only, scaled to the nominal batch")

@@ -497,7 +497,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     from gelanc.passes.budget import check_input
     from gelanc.passes.shapes import check_size
     from gelanc.train.loss import DetectionLoss
-    from gelanc.train.optim import make_ema, make_optimizer
+    from gelanc.train.optim import make_ema, make_optimizer, optimizer_steps, resolve
 
     hyp = Hyp.model_validate(args.hyp)
     if args.batch % w.size:
@@ -512,6 +512,12 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         ckpt = read(resume)
         resumable(ckpt, resume)
         ckpt["path"] = resume
+    if ckpt is not None and isinstance(ckpt[CKPT_KEY].get("hyp"), dict):
+        # the recipe the run started with, `auto` already decided: a longer --epochs must not
+        # switch the optimizer under its saved state
+        hyp = _saved_hyp(ckpt[CKPT_KEY]["hyp"], resume)
+    else:
+        hyp = resolve(hyp, optimizer_steps(len(data.train.images), args.epochs, hyp), len(data.names))
     model, hs = _build_model(args, len(data.names), ckpt)
     ir = model.meta["gelanc"]["ir"]
     check_size(ir, (args.imgsz, args.imgsz))  # a size the network is not built for: a located error
@@ -574,6 +580,9 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         open_run_dir(out, w)
         n_params = sum(p.numel() for p in unwrap(model).parameters())
         precision = f" ({str(amp).removeprefix('torch.')})" if amp else ""
+        chose = " (auto)" if Hyp.model_validate(args.hyp).optimizer == "auto" else ""
+        log(w, f"optimizer: {hyp.optimizer}{chose}, lr0 {hyp.lr0:g}, momentum {hyp.momentum:g}, "
+               f"{optimizer_steps(len(data.train.images), args.epochs, hyp):,} optimizer steps")
         log(w, f"training {name} ({n_params:,} parameters) on {data_path} — {len(data.names)} classes, "
                f"{len(train_set)} train / {len(data.val.images)} val images — {args.epochs} epochs at "
                f"{args.imgsz} px, batch {args.batch} on {w.size}× {device.type}"
@@ -643,6 +652,17 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         summary.update(best_epoch=int(best_row["epoch"]), best_map50=best_row["metrics/mAP50"],
                        best_map=best_row["metrics/mAP50-95"])
     return Run(summary, unwrap(model), ema.module)
+
+
+def _saved_hyp(raw: dict, path: Path) -> Hyp:
+    from pydantic import ValidationError
+
+    from gelanc.checkpoint import CheckpointError
+
+    try:
+        return Hyp.model_validate(raw)
+    except ValidationError as e:
+        raise CheckpointError(f"{path}: its recipe is damaged ({e.errors()[0]['msg']})") from None
 
 
 def validate(ema_module, graph: str, loader, names, device, amp, progress, loss_fn=None) -> dict:

@@ -6,6 +6,12 @@ from ``lr0`` to ``lr0 · lrf``; a warmup that ramps the learning rate (biases do
 ``warmup_bias_lr``), the momentum and the gradient accumulation; and an exponential
 moving average of the weights and BatchNorm statistics, built on
 ``torch.optim.swa_utils.AveragedModel``.
+
+``optimizer: AdamW`` uses the same groups, schedule and warmup with AdamW (β1 the
+momentum); ``optimizer: auto`` chooses as ultralytics does: AdamW at a learning rate
+fitted to the class count, ``0.002 · 5 / (4 + nc)``, with no raised bias rate in warmup,
+for a run of under 10,000 optimizer steps — where SGD's momentum has too few steps to
+build up — and the reference's SGD for a longer one.
 """
 
 from __future__ import annotations
@@ -42,15 +48,41 @@ def accumulation(batch: int, hyp: Hyp) -> int:
     return max(round(hyp.nbs / batch), 1)
 
 
-def make_optimizer(model: nn.Module, batch: int, hyp: Hyp) -> torch.optim.SGD:
-    """SGD over the three groups; weight decay scaled to the nominal batch, as the reference."""
+AUTO_STEPS = 10_000  # optimizer steps under which `auto` picks AdamW (ultralytics' threshold)
+
+
+def optimizer_steps(images: int, epochs: int, hyp: Hyp) -> int:
+    """Optimizer steps of a run, counted as ultralytics counts them for its choice: a
+    step per nominal batch (or per batch, when that is larger) of every epoch."""
+    return math.ceil(images / hyp.nbs) * epochs
+
+
+def resolve(hyp: Hyp, steps: int, nc: int) -> Hyp:
+    """``hyp`` with ``optimizer: auto`` made concrete for a run of ``steps`` optimizer steps
+    and ``nc`` classes; other choices as they are."""
+    if hyp.optimizer != "auto":
+        return hyp
+    if steps > AUTO_STEPS:
+        return hyp.model_copy(update={"optimizer": "SGD", "lr0": 0.01, "momentum": 0.937})
+    return hyp.model_copy(update={"optimizer": "AdamW", "lr0": round(0.002 * 5 / (4 + nc), 6), "momentum": 0.9,
+                                  "warmup_bias_lr": 0.0})
+
+
+def make_optimizer(model: nn.Module, batch: int, hyp: Hyp) -> torch.optim.Optimizer:
+    """SGD (or AdamW) over the three groups; weight decay scaled to the nominal batch, as
+    the reference. ``hyp.optimizer`` must be concrete (see :func:`resolve`)."""
     g = param_groups(model)
     decay = hyp.weight_decay * batch * accumulation(batch, hyp) / hyp.nbs
-    return torch.optim.SGD([
+    groups = [
         {"params": g["bias"], "weight_decay": 0.0},
         {"params": g["bn"], "weight_decay": 0.0},
         {"params": g["decay"], "weight_decay": decay},
-    ], lr=hyp.lr0, momentum=hyp.momentum, nesterov=True)
+    ]
+    if hyp.optimizer == "AdamW":
+        return torch.optim.AdamW(groups, lr=hyp.lr0, betas=(hyp.momentum, 0.999))
+    if hyp.optimizer != "SGD":
+        raise ValueError(f"optimizer '{hyp.optimizer}' is not concrete: resolve() it for the run first")
+    return torch.optim.SGD(groups, lr=hyp.lr0, momentum=hyp.momentum, nesterov=True)
 
 
 def lr_factor(epoch: float, epochs: int, hyp: Hyp) -> float:
@@ -80,12 +112,21 @@ def set_schedule(opt: torch.optim.Optimizer, it: int, epoch: int, epochs: int, w
     full = accumulation(batch, hyp)
     if it >= warmup:
         for group in opt.param_groups:
-            group["lr"], group["momentum"] = target, hyp.momentum
+            group["lr"] = target
+            _set_momentum(group, hyp.momentum)
         return full
     for j, group in enumerate(opt.param_groups):
         group["lr"] = _interp(it, warmup, hyp.warmup_bias_lr if j == 0 else 0.0, target)
-        group["momentum"] = _interp(it, warmup, hyp.warmup_momentum, hyp.momentum)
+        _set_momentum(group, _interp(it, warmup, hyp.warmup_momentum, hyp.momentum))
     return max(1, round(_interp(it, warmup, 1, hyp.nbs / batch)))
+
+
+def _set_momentum(group: dict, momentum: float) -> None:
+    """SGD's momentum, or AdamW's β1 (which the warmup ramps alike)."""
+    if "betas" in group:
+        group["betas"] = (momentum, group["betas"][1])
+    else:
+        group["momentum"] = momentum
 
 
 def ema_decay(updates: int, hyp: Hyp) -> float:
