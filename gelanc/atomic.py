@@ -269,7 +269,10 @@ def write_all(folder: str | Path, writers: dict[str, Callable[[Path], None]]) ->
     stage: Path | None = None
     done: list[tuple[Path, Path | None]] = []  # (target, the old file's hard link, or None if there was none)
     try:
-        stage = _temp_folder(folder, "batch")
+        try:
+            stage = _temp_folder(folder, "batch")
+        except WriteError as e:  # the folder's fault: name it, not the staging folder's name
+            raise WriteError(e.errno, e.strerror, str(folder)) from None
         new, old = stage / "new", stage / "old"
         new.mkdir()
         old.mkdir()
@@ -393,3 +396,27 @@ def check_folder(path: str | Path) -> None:
             pass
     except OSError as e:
         raise WriteError(e.errno or errno.EACCES, e.strerror or str(e), str(path)) from None
+
+
+def check_parent(path: str | Path) -> None:
+    """The folder ``path`` goes in is one gelanc can write in, or create
+    (:func:`check_folder`); else a :class:`WriteError` naming ``path``."""
+    path = Path(path)
+    try:
+        check_folder(path.parent)
+    except WriteError as e:
+        reason = e.strerror or ""
+        if reason.startswith("it is a file"):  # check_folder's "it" is the folder
+            reason = f"{path.parent} is a file, not a folder"
+        raise WriteError(e.errno, reason, str(path)) from None
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
+    """Before a command's work, what its write of the file ``path`` would refuse or fail
+    on: a folder that is a file, or that gelanc cannot write in or create
+    (:func:`check_parent`); something other than a regular file at ``path``
+    (:func:`check_target`); one of the command's ``inputs`` (:func:`check_not_input`).
+    Raises :class:`WriteError` or :class:`UnsafeTarget` naming ``path``, as the write would."""
+    check_parent(path)
+    check_target(path)
+    check_not_input(path, inputs)

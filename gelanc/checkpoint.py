@@ -28,7 +28,8 @@ from gelanc.diagnostics import GelError
 from gelanc.limits import MAX_PARAMS
 from gelanc.safeload import CheckpointError, printable
 
-__all__ = ["CheckpointError", "FORMAT", "VERSION", "SpecMeta", "atomic_save", "build", "load", "read", "save"]
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "SpecMeta", "atomic_save", "build", "load", "read", "run_settings",
+           "save"]
 
 FORMAT, VERSION = "gelanc-checkpoint", 1
 
@@ -114,7 +115,7 @@ def build(ckpt: dict, path: str) -> fx.GraphModule:
     if meta.deployed:  # built straight as the deploy graph: the train graph's weights are not in the file
         g = deploy(g)
     state = ckpt["state_dict"]
-    held = sum(t.numel() for t in state.values())
+    held = values_held(state)
     try:
         gm = to_fx(g, init=False, max_params=min(held, MAX_PARAMS))
     except GelError:
@@ -123,6 +124,17 @@ def build(ckpt: dict, path: str) -> fx.GraphModule:
     gm.meta["gelanc"]["deployed"] = meta.deployed
     fit_weights(gm, state, path)
     return gm
+
+
+def values_held(state: dict[str, torch.Tensor]) -> int:
+    """How many values the tensors' storages hold — each storage counted once, however
+    many tensors view it: what the file's bytes really give, which a view repeated a
+    thousand times must not multiply."""
+    storages: dict[int, int] = {}
+    for t in state.values():
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes() // max(t.element_size(), 1))
+    return sum(storages.values())
 
 
 def fit_weights(gm: fx.GraphModule, state: dict[str, torch.Tensor], source: str) -> None:
@@ -169,4 +181,13 @@ class Layout(BaseModel):
     def _run_args(cls, v):
         if v is not None and not isinstance(v.get("args", {}), dict):
             raise ValueError("the run's settings must be a mapping")
+        if v is not None and not isinstance(v.get("args", {}).get("data"), (str, type(None))):
+            raise ValueError("the run's data path must be text")
         return v
+
+
+def run_settings(ckpt: dict) -> dict:
+    """The settings of the run that saved ``ckpt`` (a checkpoint :func:`read` returned), or {}
+    for a checkpoint of no run (gelanc build, import-weights)."""
+    t = ckpt.get("train")
+    return t.get("args", {}) if isinstance(t, dict) else {}

@@ -8,11 +8,20 @@ leaves the previous file, or none, and nothing beside it: whatever an exporter w
 next to its file (ONNX external data) goes with the temporary folder. The writers hand
 the bytes to Python (:func:`gelanc.atomic.write_stream`), never a path to torch's C++
 zip writer, which aborts the process on a full disk instead of raising.
+
+The exporters' own chatter — torch's deprecation notices for ``torch.jit``, notes on
+its internals, the dynamo ONNX exporter's ``[torch.onnx] …`` progress lines (on stdout,
+where they would break ``--json``) — is nothing a user of ``gelanc export`` can act on,
+so it is not shown (:func:`_quiet`): the command prints its own lines only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,6 +41,20 @@ class Predictions(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)[0]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Python warnings ignored, and library logging under ERROR held back, while the
+    exporters run; what fails still raises, and gelanc reports it in one line."""
+    before = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(max(before, logging.WARNING))
+        try:
+            yield
+        finally:
+            logging.disable(before)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float) -> float:
@@ -71,7 +94,8 @@ def export(model: fx.GraphModule, fmt: str, path: str | Path, imgsz: tuple[int, 
             raise RuntimeError(f"the exported {fmt} file differs from PyTorch by {err:.2e} of the output's scale "
                                f"(allowed {tol:.0e}); nothing was kept")
 
-    atomic_write(path, write)
+    with _quiet():
+        atomic_write(path, write)
     err = got["err"]
     return {"path": str(path), "format": fmt, "input": list(x.shape), "dtype": str(dtype).replace("torch.", ""),
             "dynamic": dynamic, "output": list(expected.shape), "max_rel_error": err, "layout": layout}
@@ -84,7 +108,7 @@ def _onnx(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Te
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "predictions": {0: "batch", 2: "anchors"}}
     # fp16: the dynamo exporter (the TorchScript one cannot trace half precision on CPU)
     torch.onnx.export(net, (x,), str(tmp), input_names=["images"], output_names=["predictions"],
-                      opset_version=18 if x.dtype == torch.float16 else 17,
+                      opset_version=18 if x.dtype == torch.float16 else 17, verbose=False,
                       dynamic_axes=axes if dynamic else None, dynamo=x.dtype == torch.float16,
                       **({"external_data": False} if x.dtype == torch.float16 else {}))
     beside = sorted(p.name for p in tmp.parent.iterdir() if p != tmp)  # the writer's folder is gelanc's own
@@ -92,7 +116,9 @@ def _onnx(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Te
         raise RuntimeError(f"the ONNX exporter wrote {len(beside)} file(s) of external data beside the model "
                            f"(weights over 2 GB); gelanc writes single-file ONNX only, so nothing was kept")
     onnx.checker.check_model(str(tmp))
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: onnxruntime's notes on graph optimisation are not the user's
+    session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
 
 
@@ -114,5 +140,5 @@ def _pt2(net: nn.Module, x: torch.Tensor, tmp: Path, dynamic: bool) -> torch.Ten
     buf = io.BytesIO()  # torch.export.save aborts the process when its file fails, so: memory, then the file
     torch.export.save(program, buf)
     write_stream(tmp, lambda f: f.write(buf.getbuffer()))
-    with torch.no_grad():
-        return torch.export.load(str(tmp)).module()(x)
+    with torch.no_grad(), open(tmp, "rb") as f:  # a file, not a path: torch warns of a name without .pt2
+        return torch.export.load(f).module()(x)

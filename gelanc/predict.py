@@ -33,7 +33,7 @@ def find_images(sources: list[str]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
+        elif p.exists():  # a file; or a FIFO or a device, which read_rgb refuses by name, without waiting on it
             found = [p]
         elif any(c in s for c in "*?["):
             found = sorted(q for q in Path().glob(s) if q.suffix.lower() in IMAGE_SUFFIXES)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
 import struct
 import warnings
@@ -54,10 +55,11 @@ class UnsafePickle(CheckpointError, pickle.UnpicklingError):
 
 
 def printable(text: Any, limit: int = 80) -> str:
-    """Foreign text fit to print: ASCII letters and punctuation only, bounded in length.
+    """Foreign text fit to print: printable characters only (any script; no control or
+    format character, no line break), bounded in length.
 
     Names found in a hostile file could carry terminal escapes or pages of text."""
-    s = "".join(c if " " <= c <= "~" else "?" for c in str(text))
+    s = "".join(c if c.isprintable() else "?" for c in str(text))
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -211,7 +213,10 @@ class Survey:
     def unpickler(self, f: IO[bytes]) -> pickle.Unpickler:
         survey = self
 
-        class DryRun(pickle.Unpickler):
+        # Python's own unpickler, not the C one: the C one keeps its memo in an array that a
+        # single LONG_BINPUT of index 2^28 grows (and zero-fills) to gigabytes; this one's
+        # memo is a dict, so a memo entry costs what one entry costs
+        class DryRun(pickle._Unpickler):  # noqa: SLF001 - the pure-Python implementation, on purpose
             def find_class(self, module, name):
                 return survey.find_class(module, name)
 
@@ -276,6 +281,10 @@ class Survey:
             raise CheckpointError("a tensor with a negative size, stride or offset")
         if 0 not in size and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= storage.numel:
             raise CheckpointError("a tensor that reaches past the end of its storage")
+        if math.prod(size) > storage.numel:
+            # only a zero or overlapping stride makes more values than are stored: one stored
+            # value "expanded" to a billion, which any copy (.float(), a load) then allocates
+            raise CheckpointError("a tensor of more values than its storage holds (a zero or overlapping stride)")
         return _Stub()
 
     def rebuild_parameter(self, data, *rest):
@@ -372,13 +381,17 @@ def read(path: str | Path, record: tuple[str, ...] = ()) -> Any:
     ``record``: module prefixes (``"models."``) whose classes become :class:`Record` s;
     with none, only tensors, numbers, strings and containers may appear. Raises
     :class:`CheckpointError` (or its :class:`UnsafePickle`) naming the problem."""
+    from gelanc.files import NotRegularFile, open_regular
+
     path = Path(path)
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, after torch.load has it
+        f, _ = open_regular(path)  # a FIFO named x.pt must not block the open forever
     except FileNotFoundError:
         raise CheckpointError(f"no such checkpoint: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+    except NotRegularFile:
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+        raise CheckpointError(f"{path} is not a regular file (a FIFO, a device or a socket)") from None
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     with f:

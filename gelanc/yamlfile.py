@@ -9,6 +9,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gelanc import files
 from gelanc.limits import MAX_DATA_YAML_BYTES
 
 M = TypeVar("M", bound=BaseModel)
@@ -35,6 +36,8 @@ def parse(text: str):
         return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:  # PyYAML composes nested collections recursively
         raise yaml.YAMLError("collections nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML cannot build: a date 2001-13-45, an int of 5000 digits
+        raise yaml.YAMLError(f"a value that is not valid ({type(e).__name__})") from None
 
 
 def compose(text: str) -> yaml.Node:
@@ -45,22 +48,21 @@ def compose(text: str) -> yaml.Node:
         raise yaml.YAMLError("collections nested too deeply") from None
 
 
-def read_bounded(path: Path, limit: int = MAX_DATA_YAML_BYTES) -> bytes:
-    """At most ``limit`` bytes of the file, or a ValueError when it holds more."""
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)  # never more than the bound, whatever the file's size
-    if len(data) > limit:
-        raise ValueError(f"over {limit:,} bytes (gelanc.limits.MAX_DATA_YAML_BYTES)")
-    return data
+def read_bounded(path: Path, limit: int = MAX_DATA_YAML_BYTES, name: str = "gelanc.limits.MAX_DATA_YAML_BYTES"
+                 ) -> bytes:
+    """The file's bytes (:func:`gelanc.files.read_bounded`: a regular file, opened without
+    blocking); a ValueError naming the bound ``name`` when it holds more than ``limit``,
+    an OSError (``strerror`` "not a regular file" for a FIFO or a device) when it cannot be read."""
+    return files.read_bounded(path, limit, name)
 
 
 def read_mapping(path: str | Path, error: type[Exception], what: str) -> dict:
     """The file's top-level mapping; ``error`` on a missing file, bad YAML or another shape."""
     path = Path(path)
-    if not path.is_file():
-        raise error(f"no such {what} file: {path}")
     try:
         data = read_bounded(path)
+    except FileNotFoundError:
+        raise error(f"no such {what} file: {path}") from None
     except OSError as e:
         raise error(f"{path}: cannot read: {e.strerror or type(e).__name__}") from None
     except ValueError as e:

@@ -125,3 +125,30 @@ def test_the_scenes_are_contested_and_the_selecting_rule_differs():
     ref = loss_and_grads(maps, targets)[0]
     selecting = loss_and_grads(head_maps(0), targets, ties="selecting")[0]
     assert abs(float(selecting - ref)) > 1e-4 * abs(float(ref))
+
+
+# ---- PGI's aux head assigned by the lead head (aux_assign: lead) ---------------------------
+
+
+def test_lead_guided_aux_targets_come_from_the_main_head_and_are_coarser():
+    from gelanc.train.loss import objects_mask, targets_per_image
+
+    targets = crowded(1)
+    main, aux = head_maps(1), head_maps(7)
+    lead = DetectionLoss(NC, REG_MAX, STRIDES, Hyp(aux_assign="lead", aux_topk=20))
+    own = DetectionLoss(NC, REG_MAX, STRIDES, Hyp())
+    gt = targets_per_image(targets, 3, torch.tensor([SIZE] * 4))
+    mask = objects_mask(targets, 3, gt.shape[1])
+    dm, da = lead.decode(main), lead.decode(aux)
+    # the loss is the main head's own terms plus 0.25 × the aux head's against the lead's coarse targets
+    coarse = lead.assign(dm, gt, mask, lead.coarse)
+    want = lead.terms(dm, lead.assign(dm, gt, mask, lead.assigner)) + 0.25 * lead.terms(da, coarse)
+    want = want * torch.tensor([7.5, 0.5, 1.5])
+    _, got = lead((main, aux), targets)
+    assert torch.allclose(got, want, rtol=1e-6)
+    # coarser: more positives than the lead's own top-10; and not the aux head's own assignment
+    fine = lead.assign(dm, gt, mask, lead.assigner)
+    assert int(coarse.fg.sum()) > int(fine.fg.sum())
+    _, independent = own((main, aux), targets)
+    assert not torch.allclose(got, independent, rtol=1e-3)
+

@@ -9,8 +9,11 @@ Every file is built here with PIL, or byte by byte for what PIL cannot write (48
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +37,7 @@ from gelanc.data.dataset import (
     polygon_box,
     scan,
 )
-from gelanc.data.image import ImageError, probe, read_rgb
+from gelanc.data.image import SENTINEL, ImageError, probe, read_rgb
 from gelanc.dsl.loader import library_root
 from gelanc.limits import MAX_IMAGE_PIXELS
 from gelanc.train import loop
@@ -45,16 +48,28 @@ SPECS = library_root() / "specs"
 FAST = {"warmup_epochs": 0.0, "mosaic": 0.5, "mixup": 0.0}
 OFF = dict(hsv_h=0, hsv_s=0, hsv_v=0, translate=0, scale=0, fliplr=0, mosaic=0, mixup=0)
 BOX = "0 0.5 0.5 0.5 0.5\n"
+FIFOS = hasattr(os, "mkfifo")
 
 
-def png(w: int, h: int, depth: int, colour: int, rows: list[bytes]) -> bytes:
-    """A PNG file byte by byte: IHDR (size, bit depth, colour type), one IDAT, IEND."""
+def png(w: int, h: int, depth: int, colour: int, rows: list[bytes], interlace: int = 0, split: int = 1) -> bytes:
+    """A PNG file byte by byte: IHDR (size, bit depth, colour type), the image data (filter
+    type 0 on every row; for an interlaced file, ``rows`` are those of its passes) in
+    ``split`` IDAT chunks, IEND."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, 0)
-    idat = zlib.compress(b"".join(b"\0" + r for r in rows))  # filter type 0 on every row
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, colour, 0, 0, interlace)
+    idat = zlib.compress(b"".join(b"\0" + r for r in rows))
+    step = -(-len(idat) // split)
+    chunks = b"".join(chunk(b"IDAT", idat[i:i + step]) for i in range(0, len(idat), step))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunks + chunk(b"IEND", b"")
+
+
+def short_png(w: int = 64, h: int = 64, rows: int = 4) -> bytes:
+    """An 8-bit RGB PNG whose chunks are all valid but whose image data holds only ``rows``
+    of its ``h`` rows: PIL's verify passes it, PIL's decoder pads it with black, libpng
+    says "Not enough image data" and torchvision 0.29's decoder segfaults on it."""
+    return png(w, h, 8, 2, [bytes(range(3 * w)) for _ in range(rows)])
 
 
 def wide_png(values: np.ndarray, colour: int) -> bytes:
@@ -75,6 +90,21 @@ def tiff16_rgb(values: np.ndarray) -> bytes:
         struct.pack("<HHIHH", t, k, n, v, 0) if k == 3 and n == 1 else struct.pack("<HHII", t, k, n, v)
         for t, k, n, v in tags) + struct.pack("<I", 0)
     return b"II*\0" + struct.pack("<I", bps_at + 6) + pixels + struct.pack("<HHH", 16, 16, 16) + ifd
+
+
+@contextmanager
+def no_hang(seconds: float = 60):
+    """A TimeoutError instead of a test that waits forever (on a FIFO, say)."""
+    def timeout(*_):
+        raise TimeoutError(f"still blocked after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def rgb_pattern(h: int = 12, w: int = 20) -> np.ndarray:
@@ -191,6 +221,61 @@ def test_what_is_not_an_image_is_an_image_error(tmp_path):
     assert check_image(tmp_path / "crc.png") is not None
 
 
+def test_a_png_with_too_little_image_data_is_an_image_error_not_black_rows(tmp_path):
+    (tmp_path / "short.png").write_bytes(short_png())
+    with Image.open(tmp_path / "short.png") as im:
+        im.verify()  # PIL's check of the chunks lets it through
+    with Image.open(tmp_path / "short.png") as im:
+        im.load()  # and PIL's decoder fills the 60 missing rows with black, without a word
+    for check in (probe, read_rgb):
+        with pytest.raises(ImageError, match="too little image data: it inflates to 772 of the 12,352 bytes"):
+            check(tmp_path / "short.png")
+    # whole, its data in five IDAT chunks
+    (tmp_path / "whole.png").write_bytes(png(64, 64, 8, 2, [bytes(range(3 * 64))] * 64, split=5))
+    assert probe(tmp_path / "whole.png") == (64, 64) and read_rgb(tmp_path / "whole.png")[:, :, 1].tolist() == \
+        [[3] * 64, [4] * 64, [5] * 64]  # the second pixel of every row: bytes 3, 4, 5
+    # interlaced: Adam7's passes of a 64×64 image have 8, 8, 8, 16, 16, 32, 32 rows of 8, 8, 16, 16, 32, 32, 64 pixels
+    passes = [[bytes([k * 30] * 3 * cols)] * rows for k, (cols, rows) in
+              enumerate([(8, 8), (8, 8), (16, 8), (16, 16), (32, 16), (32, 32), (64, 32)])]
+    (tmp_path / "adam7.png").write_bytes(png(64, 64, 8, 2, sum(passes, []), interlace=1))
+    out = read_rgb(tmp_path / "adam7.png")
+    assert out[0, 0, 0] == 0 and out[0, 0, 4] == 30 and out[0, 1, 0] == 180  # pass 1, pass 2, pass 7
+    (tmp_path / "adam7short.png").write_bytes(png(64, 64, 8, 2, sum(passes[:6], []), interlace=1))
+    for check in (probe, read_rgb):
+        with pytest.raises(ImageError, match="inflates to 6,232 of the 12,408 bytes"):
+            check(tmp_path / "adam7short.png")
+    # a whole image whose last row is the very pattern the decoder's test fills it with beforehand
+    marker = (SENTINEL * 2)[: 3 * 64]
+    (tmp_path / "marker.png").write_bytes(png(64, 64, 8, 2, [bytes(3 * 64)] * 63 + [marker]))
+    assert probe(tmp_path / "marker.png") == (64, 64)
+    assert read_rgb(tmp_path / "marker.png")[:, -1].permute(1, 0).flatten().tolist() == list(marker)
+
+
+def test_16_bit_colour_png_is_rounded_not_cut_to_its_high_byte(tmp_path):
+    # values whose high byte is not round(v / 257), the figure 16-bit greyscale and TIFF get
+    v = np.array([[[255, 25855, 51200], [65024, 128, 65535]]], dtype=np.uint16)  # high bytes 0 100 200, 254 0 255
+    expected = [[1, 101, 199], [253, 0, 255]]
+    (tmp_path / "rgb48.png").write_bytes(wide_png(v, 2))
+    assert read_rgb(tmp_path / "rgb48.png").permute(1, 2, 0)[0].tolist() == expected
+    rgba = np.concatenate([v, np.full((1, 2, 1), 300, np.uint16)], -1)
+    (tmp_path / "rgba64.png").write_bytes(wide_png(rgba, 6))
+    assert read_rgb(tmp_path / "rgba64.png").permute(1, 2, 0)[0].tolist() == expected
+    grey_alpha = np.stack([v[..., 0], np.full((1, 2), 7, np.uint16)], -1)  # colour type 4: grey, alpha
+    (tmp_path / "la32.png").write_bytes(wide_png(grey_alpha, 4))
+    assert read_rgb(tmp_path / "la32.png").permute(1, 2, 0)[0].tolist() == [[1, 1, 1], [253, 253, 253]]
+
+
+@pytest.mark.skipif(not FIFOS, reason="FIFOs are POSIX")
+def test_a_fifo_is_refused_at_once_by_the_scan_and_the_decoder(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")  # opening it for reading would wait for a writer, forever
+    os.mkdir(tmp_path / "folder.png")
+    with no_hang():
+        for check in (probe, read_rgb):
+            for name in ("fifo.png", "folder.png"):
+                with pytest.raises(ImageError, match="^not a regular file$"):
+                    check(tmp_path / name)
+
+
 # ---- label rows --------------------------------------------------------------------
 
 
@@ -290,7 +375,10 @@ def bad_dataset(root: Path) -> tuple[Path, dict[str, str]]:
     (img / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (img / "notanimage.png").write_text("this is text, not a PNG")
     (img / "giant.png").write_bytes(png(100_000, 100_000, 8, 2, [b"\0" * 3]))
-    for name in ("truncated", "notanimage", "giant"):
+    (img / "short.png").write_bytes(short_png())  # torchvision's decoder segfaulted on it
+    if FIFOS:
+        os.mkfifo(img / "fifo.png")  # the scan's open() waited on it forever
+    for name in ("truncated", "notanimage", "giant", "short", "fifo"):
         label(name)
     for name, row in [("nanclass", "nan 0.5 0.5 0.2 0.2\n"), ("infclass", "inf 0.5 0.5 0.2 0.2\n"),
                       ("nancoord", "0 0.5 nan 0.2 0.2\n"), ("infcoord", "0 0.5 0.5 inf 0.2\n"),
@@ -299,27 +387,34 @@ def bad_dataset(root: Path) -> tuple[Path, dict[str, str]]:
         label(name, row)
     label("orphan")  # a label with no image
     Image.fromarray(picture(30)).save(img / "vanishing.png")  # deleted after the scan
+    Image.fromarray(picture(31)).save(img / "shortened.png")  # cut to 4 rows of image data after the scan
     label("vanishing")
+    label("shortened")
 
     yaml = root / "data.yaml"
     yaml.write_text("train: images/all\nval: images/all\nnames: [thing]\n")
     named = {"truncated.jpg": "truncated", "notanimage.png": "not an image", "giant.png": "MAX_IMAGE_PIXELS",
              "nanclass.txt": "not finite", "infclass.txt": "not finite", "nancoord.txt": "not finite",
              "infcoord.txt": "not finite", "oddpolygon.txt": "5 coordinates", "orphan.txt": "",
-             "vanishing.png": "no such file"}
+             "vanishing.png": "no such file", "short.png": "too little image data",
+             "shortened.png": "too little image data"}
+    if FIFOS:
+        named["fifo.png"] = "not a regular file"
     return yaml, named
 
 
-def vanish_after_the_scan(monkeypatch, path: Path) -> None:
-    """Delete ``path`` just after the data is scanned: it fails only when its batch loads."""
+def spoil_after_the_scan(monkeypatch, vanishing: Path, shortened: Path) -> None:
+    """Just after the data is scanned, delete ``vanishing`` and cut ``shortened``'s image
+    data short: they fail only when their batch loads."""
     real = loop.load_data
 
-    def load_then_delete(*a, **kw):
+    def load_then_spoil(*a, **kw):
         data = real(*a, **kw)
-        path.unlink()
+        vanishing.unlink()
+        shortened.write_bytes(short_png(32, 32))
         return data
 
-    monkeypatch.setattr(loop, "load_data", load_then_delete)
+    monkeypatch.setattr(loop, "load_data", load_then_spoil)
 
 
 def assert_named(err: str, named: dict[str, str]) -> None:
@@ -332,30 +427,38 @@ def assert_named(err: str, named: dict[str, str]) -> None:
 def test_an_epoch_and_val_complete_over_every_kind_of_bad_file_and_name_each(tmp_path, capsys, monkeypatch):
     yaml, named = bad_dataset(tmp_path / "d")
     vanishing = tmp_path / "d" / "images" / "all" / "vanishing.png"
+    shortened = vanishing.with_name("shortened.png")
     kept = vanishing.read_bytes()
-    vanish_after_the_scan(monkeypatch, vanishing)
+    spoil_after_the_scan(monkeypatch, vanishing, shortened)
     out = tmp_path / "run"
     run = train(TrainArgs(spec=str(SPECS / "gelan-t.gel"), data=str(yaml), epochs=1, imgsz=64, batch=4, workers=0,
                           out=str(out), device="cpu", deterministic=True, progress=False, hyp=FAST))
     err = capsys.readouterr().err
     assert (out / "last.pt").is_file() and run.summary["epochs"] == 1
     assert_named(err, named)
-    # 4 good + 16-bit grey + 48-bit RGB + BMP + TIFF + polygon + the one that vanishes later
-    assert "train: 10 images" in err and "1 label files without an image (ignored): orphan.txt" in err
+    # 4 good + 16-bit grey + 48-bit RGB + BMP + TIFF + polygon + the two spoilt after the scan
+    assert "train: 11 images" in err and "1 label files without an image (ignored): orphan.txt" in err
+    assert f"{4 + FIFOS} corrupt images" in err  # truncated, not an image, giant, short and the FIFO: all named
     for fine in ("grey16.png", "rgb48.png", "plain.bmp", "plain.tif", "outline.png", "outline.txt"):
         assert fine not in err, f"{fine} is not bad"
     epoch = err[err.index("epoch 1/1"):]
-    assert "1 image could not be decoded and was skipped: vanishing.png (no such file)" in epoch
-    assert run.summary["skipped"] == {"images": 1, "first": [str(vanishing)]}
+    assert "2 images could not be decoded and were skipped: " in epoch
+    assert "vanishing.png (no such file)" in epoch and "shortened.png (too little image data: it inflates" in epoch
+    assert run.summary["skipped"]["images"] == 2
+    assert sorted(run.summary["skipped"]["first"]) == [str(shortened), str(vanishing)]
 
-    vanishing.write_bytes(kept)  # back for `gelanc val`, to vanish again after its scan
+    # both back for `gelanc val`, to be spoilt again after its scan
+    vanishing.write_bytes(kept)
+    Image.fromarray(picture(31)).save(shortened)
     code = main(["val", str(out / "last.pt"), "--data", str(yaml), "--imgsz", "64", "--device", "cpu",
                  "--workers", "0"])
     stdout, err = capsys.readouterr()
     assert code == 0, err
     assert_named(err, named)
-    assert "warning: 1 image could not be decoded and was skipped: vanishing.png (no such file)" in err
-    assert "(9 images," in stdout  # the ten the scan kept, less the one that vanished
+    warning = next(line for line in err.splitlines() if "warning: " in line)
+    assert "2 images could not be decoded and were skipped" in warning and "vanishing.png (no such file)" in warning
+    assert "shortened.png (too little image data" in warning
+    assert "(9 images," in stdout  # the eleven the scan kept, less the two spoilt after it
 
 
 # ---- the datasets' skipping, unit by unit --------------------------------------------------

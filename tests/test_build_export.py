@@ -254,3 +254,45 @@ def test_export_refuses_a_size_whose_feature_maps_are_over_the_bound(tmp_path, c
                  "-o", str(tmp_path / "m.onnx")]) == 2
     assert "8192×8192 is over gelanc's limit of 4096 pixels a side" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- what the command prints, and refusals before the work ---------------------------
+
+
+@pytest.mark.parametrize("fmt, extra, name", [
+    ("torchscript", [], "m.torchscript"),  # torch.jit's deprecation notices: trace, save, load
+    ("pt2", [], "m.bin"),  # torch's note on its packaging; its log line on a name without .pt2
+    ("onnx", ["--half"], "m.onnx"),  # the dynamo exporter's "[torch.onnx] …" progress lines, on stdout
+])
+def test_export_prints_its_own_lines_only(tmp_path, capfd, fmt, extra, name):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # whatever the test runner's filters: every warning issued is caught
+        code = main(["export", str(TINY), "--format", fmt, *extra, "--imgsz", "64", "-o", str(tmp_path / name),
+                     "--json"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["path"] == str(tmp_path / name)  # stdout is the JSON alone
+    assert err.splitlines() == [f"exporting nobn (deploy graph) to {fmt}…"], err
+    assert [str(w.message) for w in caught] == []
+
+
+def test_export_under_a_file_is_refused_before_the_model_is_built(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    target = tmp_path / "afile" / "m.onnx"
+    # the source does not exist: the output is checked first, so its error is the one reported
+    assert main(["export", str(tmp_path / "missing.gel"), "--format", "onnx", "-o", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gelanc: error: cannot write {target}: {tmp_path / 'afile'} is a file, not a folder\n"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_build_into_a_file_names_the_folder_given(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for out, reason in ((afile, "it is a file"), (afile / "sub", f"{afile} is a file")):
+        assert main(["build", str(tmp_path / "missing.gel"), "-o", str(out)]) == 2  # checked before the spec is read
+        err = capsys.readouterr().err
+        assert err == f"gelanc: error: cannot write {out}: {reason}, not a folder (-o takes a folder)\n"
+        assert "batch" not in err

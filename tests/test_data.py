@@ -117,6 +117,8 @@ def test_cli_synth_and_refuses_a_full_folder(tmp_path, capsys):
         f"{k}: &{k} [{', '.join(['*' + p] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))
      + "train: a\nval: b\nnames: *i\n", r"data.yaml:2:\d+: not valid YAML: aliases \(\*name\) are not supported"),
     ("train: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: collections nested too deeply"),
+    ("train: a\nval: b\nnames: [a]\nwhen: 2001-13-45\n", "not valid YAML: a value that is not valid"),
+    ("train: a\nval: b\nnames: [a]\nnc: " + "9" * 5000 + "\n", "not valid YAML: a value that is not valid"),
 ])
 def test_bad_data_yaml_is_a_clear_error(tmp_path, text, message):
     p = tmp_path / "data.yaml"

@@ -9,6 +9,7 @@ reference's ten detect configs as its own text, without copying theirs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,8 @@ def test_shape_errors_point_at_the_yaml_row(tmp_path, capsys):
     err = _error(tmp_path, text, capsys)
     assert "spatial sizes differ" in err and "layers 2, 3 (Concat, Conv)" in err
     assert f"bad.yaml:{line + 1}:" in err  # the row of the Conv that reads the concat
+    # the spec was not written: the note quotes its statement, and names no place in it
+    assert "bad.gel" not in err and "note: in the converted statement `" in err and ", at `concat(" in err
 
 
 @pytest.mark.parametrize("text, message", [
@@ -364,3 +367,121 @@ def test_rows_the_converter_cannot_take_are_located(tmp_path, capsys, row, messa
            "head:\n  - [[-1], 1, DDetect, [nc]]\n"
     err = _error(tmp_path, text, capsys)
     assert message in err and "bad.yaml:5:" in err
+
+
+# ---- what a model YAML may ask for (gelanc/limits.py, "model YAMLs") -----------------
+
+
+def _rows(rows: list[str], head: str = "  - [-1, 1, DDetect, [nc]]", top: str = "nc: 3\n") -> str:
+    return top + "backbone:\n" + "\n".join(rows) + "\nhead:\n" + head + "\n"
+
+
+CONV = "  - [-1, 1, Conv, [16, 3, 2]]"
+
+
+@pytest.mark.parametrize("text, line, message", [
+    # 1,000 copies of one row: refused by the row's count, not after writing a spec of 1,000 statements
+    (_rows([CONV, "  - [-1, 1000, RepNCSPELAN4, [64, 64, 32, 1]]"]), 4,
+     "layer 1 (RepNCSPELAN4): 1,000 repeats; a row may repeat at most 100 times (MAX_YAML_REPEATS"),
+    # the bound holds after the depth multiple: 60 × 2 = 120 copies
+    (_rows([CONV, "  - [-1, 60, RepNCSPELAN4, [64, 64, 32, 1]]"], top="nc: 3\ndepth_multiple: 2.0\n"), 5,
+     "120 repeats (60 × depth 2)"),
+    (_rows([CONV] * 1001), 1003, "layer 1000: a model YAML may list at most 1,000 layers (MAX_YAML_ROWS"),
+    (_rows([CONV, "  - [[" + ", ".join(["0"] * 65) + "], 1, Concat, [1]]"]), 4,
+     "layer 1: `from` lists 65 layers; a row may read at most 64 (MAX_YAML_FROM"),
+    (_rows([CONV, "  - [-1, 1, CBLinear, [[" + ", ".join(["8"] * 64) + "]]]"]), 4,
+     "layer 1: its args hold more than 64 elements, nested lists' counted (MAX_YAML_ARGS"),
+    (_rows([CONV, "  - [-1, 1, Conv, [10000000, 3, 2]]"]), 4, "argument 10000000 is over 1,048,576"),
+    (_rows([CONV, "  - [-1, 10000000, Conv, [16, 3, 2]]"]), 4, "10000000 repeats is over 1,048,576"),
+    (_rows([CONV], top="nc: 3\nwidth_multiple: .inf\n"), 2, "`width_multiple`: Input should be less than or equal"),
+    (_rows([CONV], top="nc: 10000000\n"), 1, "`nc`: Input should be less than or equal to 1048576"),
+], ids=["repeats", "scaled-repeats", "rows", "from", "args", "argument", "raw-repeats", "multiple", "nc"])
+def test_what_a_model_yaml_may_ask_for_is_bounded_at_its_row(tmp_path, capsys, text, line, message):
+    err = _error(tmp_path, text, capsys)
+    assert message in err and f"bad.yaml:{line}:" in err, err
+
+
+def test_a_model_yaml_over_its_byte_bound_is_refused_before_parsing(tmp_path, capsys, monkeypatch):
+    import gelanc.refyaml as refyaml
+
+    monkeypatch.setattr(refyaml, "compose", lambda text: pytest.fail("parsed a file over the bound"))
+    text = _rows([CONV] * 2300)  # 2,300 rows of 30 bytes: over 64 KiB, under the reader's 1 MiB
+    assert 64 << 10 < len(text) < 1 << 20
+    err = _error(tmp_path, text, capsys)
+    assert f"bad.yaml is {len(text):,} bytes; a model YAML may be at most 65,536 (MAX_MODEL_YAML_BYTES" in err
+
+
+def test_a_spec_past_its_byte_bound_stops_at_the_row_that_passes_it(tmp_path, capsys):
+    # 999 rows and 100 copies of each, every row within its bounds: the spec being written passes 32 KiB
+    rows = [CONV] + ["  - [-1, 100, Conv, [16, 3, 1]]"] * 998
+    err = _error(tmp_path, _rows(rows), capsys)
+    assert "the converted spec passes 32,768 bytes here" in err and "(MAX_SPEC_BYTES)" in err
+    line = int(re.search(r"bad\.yaml:(\d+):", err).group(1))
+    assert 3 < line < 20  # one of the first rows: ~48 bytes a copy, 100 copies a row
+
+
+@pytest.mark.parametrize("text, message", [
+    # a module name of 20,000 characters, and a comment of 40,000 on its line
+    (_rows([CONV + "  # " + "x" * 40_000, "  - [-1, 1, " + "Q" * 20_000 + ", [16]]"]), "has no counterpart in the zoo"),
+    (_rows([CONV, "  - [-1, 1, Conv, [" + "7" * 4000 + ", 3, 2]]"]), "is over 1,048,576"),
+    (_rows([CONV, "  - [-1, 1, Conv, [" + "7" * 5000 + ", 3, 2]]"]), "not valid YAML: an integer of thousands"),
+    (_rows([CONV, "  - [-1, 1, Conv, [16, 3, 2, '" + "s" * 30_000 + "']]"]), "has no .gel form"),
+    (_rows([CONV, "  - [-1, 1, Conv, [16, 3, 2]]"], top="nc: 3\nscales: {" + ", ".join(
+        f"k{i}{'z' * 200}: [1, 1]" for i in range(100)) + "}\n"), "choose one with --scale"),
+    (_rows([CONV, "  - [-1, 1, Conv, [16, 3, 2]]"], top="nc: 3\nactivation: " + "A" * 30_000 + "\n"),
+     "the zoo's blocks use SiLU only"),
+], ids=["module-and-comment", "argument", "digits", "string-argument", "scales", "activation"])
+def test_no_message_quotes_a_file_at_length(tmp_path, capsys, text, message):
+    err = _error(tmp_path, text, capsys)
+    assert message in err, err[:500]
+    assert len(err) < 1500 and max(len(line) for line in err.splitlines()) < 400, err[:500]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("  - [-1, 1, nn.Upsample, [None, 0, nearest]]", "upsample: argument 'scale'"),  # no division by zero
+    ("  - [-1, 1, nn.Upsample, [None, false, nearest]]", "upsample"),
+    ("  - [-1, 1, Conv, [16, 3, 0]]", "bad.yaml:"),
+])
+def test_strides_a_yaml_gets_wrong_are_located_errors_not_crashes(tmp_path, capsys, row, message):
+    text = _rows([CONV, row, CONV])
+    err = _error(tmp_path, text, capsys)
+    assert message in err and "error:" in err, err
+
+
+def test_huge_strides_are_an_error_not_an_overflow(tmp_path, capsys):
+    # 2²⁰ a row: the strides multiply to 2^(20·n), past any float, then an upsample divides them
+    rows = ["  - [-1, 1, Conv, [16, 3, 1048576]]"] * 100 + ["  - [-1, 1, nn.Upsample, [None, 2, nearest]]", CONV]
+    err = _error(tmp_path, _rows(rows), capsys)
+    assert "bad.yaml:" in err and "error:" in err and "Overflow" not in err
+
+
+def test_a_concat_passed_through_identities_is_named_not_copied_into_each_reader(tmp_path):
+    """Each level reads the last Concat, through an nn.Identity, 8 times. Folded into its
+    readers as the expression of a Concat read once, it would be copied 8 times a level
+    (8⁴ copies of the first one here; 64⁶ a few KB of YAML could ask for)."""
+    rows = [CONV, "  - [[0, 0], 1, Concat, [1]]"]
+    for _ in range(4):
+        rows += ["  - [-1, 1, nn.Identity, []]", "  - [[" + ", ".join([str(len(rows))] * 8) + "], 1, Concat, [1]]"]
+    rows.append("  - [-1, 1, Conv, [16, 1, 1]]")
+    c = convert(_rows(rows), str(tmp_path / "m.yaml"))
+    assert c.text.count("concat(") == 5  # one a Concat row
+
+
+def test_one_long_statement_does_not_push_every_comment_out(tmp_path):
+    rows = [CONV, "  - [-1, 1, Conv, [16, 3, 1]]", "  - [[" + ", ".join(["0", "1"] * 20) + "], 1, Concat, [1]]",
+            "  - [-1, 1, Conv, [16, 1, 1]]"]
+    lines = convert(_rows(rows), str(tmp_path / "m.yaml")).text.splitlines()
+    long = [ln for ln in lines if "concat(" in ln]
+    assert len(long) == 1 and len(long[0]) > 200
+    assert all(len(ln) < 120 for ln in lines if ln not in long)
+
+
+def test_import_yaml_refuses_its_output_before_converting(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    path = tmp_path / "m.yaml"
+    path.write_text(_rows([CONV, "  - [-1, 1, C2f, [16]]"]))  # converting would fail on C2f
+    assert main(["import-yaml", str(path), "-o", str(tmp_path / "afile" / "m.gel")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"gelanc: error: cannot write {tmp_path / 'afile' / 'm.gel'}: {tmp_path / 'afile'} is a file, " \
+                  f"not a folder\n"
+

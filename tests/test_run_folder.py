@@ -183,3 +183,84 @@ def test_resuming_a_damaged_training_state_is_a_user_error(unfinished, tmp_path,
     code = main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", "--data", str(data), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and why in err and "Traceback" not in err, err
+
+
+def _dag(depth: int):
+    v = [1]
+    for _ in range(depth):
+        v = [v, v]
+    return v
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda c: c["train"]["args"].update(params={"x": _dag(60)}),
+     "its stored run setting 'params' is refused: model parameter 'x': lists nested more than 16 deep"),
+    (lambda c: c["train"]["args"].update(workers=10**6), "workers"),
+    (lambda c: c["train"]["args"].update(batch=10**9), "batch"),
+    (lambda c: c["train"]["args"].update(seed=10**40), "seed"),
+    (lambda c: c["train"].update(ema_updates=10**30), "train.ema_updates"),
+    (lambda c: c["train"].update(rows=[{"epoch": 1.0}]), "a results row lacks metrics/mAP50"),
+])
+def test_a_resumed_runs_stored_settings_are_checked_first(unfinished, tmp_path, data, capsys, monkeypatch, change,
+                                                          why):
+    out = copy_of(unfinished[0], tmp_path)
+    _damage(out / "last.pt", change)
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained before refusing"))
+    code = main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and why in err and "Traceback" not in err, err
+
+
+def test_a_momentum_of_the_wrong_shape_is_refused_before_training(unfinished, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def wrong(c):
+        state = c["train"]["optimizer"]["state"]
+        k = next(iter(state))
+        state[k]["momentum_buffer"] = torch.zeros(3, 3)
+
+    out = copy_of(unfinished[0], tmp_path)
+    _damage(out / "last.pt", wrong)
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained before refusing"))
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", "-q"]) == 2
+    assert "its optimizer state does not fit the model (ValueError)" in capsys.readouterr().err
+
+
+def test_stored_settings_that_cannot_fit_the_machine_are_refused(unfinished, tmp_path, capsys, monkeypatch):
+    out = copy_of(unfinished[0], tmp_path)
+    _damage(out / "last.pt", lambda c: c["train"]["args"].update(imgsz=4096, batch=8))
+    monkeypatch.setattr(loop, "train_epoch", lambda *a, **k: pytest.fail("trained before refusing"))
+    from gelanc.passes import budget
+
+    monkeypatch.setattr(budget, "device_memory", lambda device: 24 << 30)
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "a training step at 4096×4096 with 8 images per process keeps about" in err and "24.0 GiB" in err
+
+
+def test_a_first_epoch_that_fails_leaves_no_empty_run_folder(data, tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(loop, "train_epoch", broken)
+    with pytest.raises(RuntimeError):
+        train(TrainArgs(spec=str(SPEC), data=str(data), epochs=1, imgsz=64, batch=4, workers=0,
+                        out=str(tmp_path / "new"), device="cpu", progress=False, plots=False))
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_ctrl_c_after_last_pt_names_the_saved_epoch(tmp_path):
+    from gelanc.train.loop import State, write_epoch
+
+    state = State(epoch=3, rows=[{"epoch": 3.0, "metrics/mAP50": 0.1, "metrics/mAP50-95": 0.05}])
+
+    def save(path):
+        path.write_bytes(b"checkpoint")
+
+    with pytest.MonkeyPatch.context() as mp:
+        from gelanc.train import results
+
+        mp.setattr(results, "write_csv", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            write_epoch(tmp_path, state, best=False, title="", save_last=save)
+    assert state.saved == 3  # what the interrupt message names

@@ -471,3 +471,81 @@ def test_a_hostile_label_cache_is_ignored_and_rebuilt(tmp_path):
     assert [t.tolist() for t in scan(images, nc=4, cache=cache).labels] == [t.tolist() for t in good.labels]
     assert not flag.exists()
     assert safeload.read(cache)["key"] == entry["key"]  # rebuilt: a cache of ours again
+
+
+# ---- found by the second round of adversarial testing -------------------------------------------
+
+
+def test_a_huge_memo_index_costs_nothing(tmp_path):
+    """One LONG_BINPUT of index 2^28 made the C unpickler allocate 2 GB for its memo."""
+    path = tmp_path / "memo.pt"
+    path.write_bytes(whole(b"N" + b"r" + struct.pack("<I", 2**28)))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec from the forking process (pytest's own)
+    code = ("import sys\nfrom gelanc import safeload\n"
+            "try:\n    safeload.read(sys.argv[1])\nexcept safeload.CheckpointError:\n    pass\n"
+            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 1_500_000  # KB: torch's import, not 2 GB of memo
+
+
+def test_a_tensor_expanded_from_one_value_is_refused(tmp_path):
+    for obj in ({"w": torch.ones(1).expand(10**6)}, {"w": torch.ones(4, 1).expand(4, 10**5)}):
+        path = tmp_path / "zs.pt"
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError, match="more values than its storage holds"):
+            safeload.read(path)
+    torch.save({"w": torch.ones(6).view(2, 3).t()}, path)  # a transpose holds its values once: fine
+    assert safeload.read(path)["w"].shape == (3, 2)
+
+
+def test_views_of_one_storage_are_counted_once(tmp_path, gelanc_ckpt, monkeypatch):
+    """A file can repeat views of one storage: the values it holds are what is stored."""
+    from gelanc import torch_fx
+
+    def spec(c):
+        big = torch.zeros(100_000)
+        c["state_dict"] = {f"v{i}": big[:] for i in range(200)}  # 20 M "values", 100,000 stored
+        c["meta"].update(model="huge", root="huge.gel", sources={"huge.gel": HUGE_SPEC.replace("50000", "600")},
+                         links={}, params={})
+
+    path = _rewrite(gelanc_ckpt, tmp_path, spec)
+    monkeypatch.setattr(torch_fx._Builder, "build", lambda *a: pytest.fail("the network was allocated"))
+    with pytest.raises(CheckpointError, match="more parameters than the 100,000 values it holds"):
+        gelanc.load(path)
+
+
+def test_class_names_may_be_any_script_but_not_control_characters(tmp_path, gelanc_ckpt):
+    path = _rewrite(gelanc_ckpt, tmp_path, lambda c: c.update(names=["café", "猫"]))
+    assert read(path)["names"] == ["café", "猫"]
+    path = _rewrite(gelanc_ckpt, tmp_path, lambda c: c.update(names=["a\u202eb", "c"]))
+    with pytest.raises(CheckpointError, match="printable"):
+        read(path)
+
+
+def test_a_run_without_settings_or_with_a_data_path_that_is_not_text(tmp_path, capsys, gelanc_ckpt):
+    path = _rewrite(gelanc_ckpt, tmp_path, lambda c: c.update(train=None))
+    assert main(["val", path, "--data", str(tmp_path / "none.yaml")]) == 2
+    assert "no such data file" in capsys.readouterr().err
+    path = _rewrite(gelanc_ckpt, tmp_path, lambda c: c["train"]["args"].update(data=123))
+    assert main(["val", path]) == 2
+    assert "the run's data path must be text" in capsys.readouterr().err
+
+
+def test_escape_sequences_from_a_file_never_reach_the_terminal(tmp_path, capsys, gelanc_ckpt):
+    evil = "\x1b]0;OWNED\x07\x1b[2Jdata.yaml"
+    path = _rewrite(gelanc_ckpt, tmp_path, lambda c: c["train"]["args"].update(data=evil))
+    assert main(["val", path]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "?]0;OWNED??[2Jdata.yaml" in err
+
+
+def test_a_fifo_named_like_a_checkpoint_does_not_hang(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        safeload.read(fifo)  # a blocking open() would wait here forever for a writer
+    assert main(["val", str(fifo)]) == 2

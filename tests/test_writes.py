@@ -289,3 +289,116 @@ def test_a_ctrl_c_inside_torch_save_stays_a_ctrl_c(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gelanc.checkpoint.atomic_save({"a": torch.zeros(100_000), "b": torch.ones(1000)}, target)
     assert calls[0] == 3 and target.read_bytes() == b"old" and listing(tmp_path) == ["last.pt"]
+
+
+# ---- a bad output location is refused before the work, naming what was given -------------
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder nothing can be written in: a read-only tmpfs (even root cannot write there),
+    or, for another user, a folder without write permission."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True)
+    except OSError:
+        pytest.skip("no mount command")
+    if r.returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def _writers(tmp_path: Path, out: Path) -> dict[str, list[str]]:
+    """Every writing command with its output at ``out``, and inputs that are missing or broken:
+    were the output checked after reading them, their error would be the one reported."""
+    bad_yaml = tmp_path / "m.yaml"
+    bad_yaml.write_text("nc: 2\nbackbone:\n  - [-1, 1, C2f, [16]]\nhead:\n  - [-1, 1, Detect, [nc]]\n")
+    missing = str(tmp_path / "missing.pt")
+    return {
+        "export": ["export", str(tmp_path / "missing.gel"), "--format", "onnx", "-o", str(out / "m.onnx")],
+        "build": ["build", str(tmp_path / "missing.gel"), "-o", str(out / "b")],
+        "import-yaml": ["import-yaml", str(bad_yaml), "-o", str(out / "m.gel")],
+        "export-weights": ["export-weights", missing, "-o", str(out / "w.pt")],
+        "import-weights": ["import-weights", missing, "--spec", str(TINY), "-o", str(out / "w.pt")],
+        "features": ["features", "plainnet", "--depths", "1", "--width", "1", "--imgsz", "16", "-o",
+                     str(out / "f.png")],
+        "data synth": ["data", "synth", "-o", str(out / "d"), "--images", "1", "--val", "1"],
+        "bench": ["bench", "--models", str(TINY), "--quick", "--device", "cpu", "-o", str(out / "b.json")],
+    }
+
+
+@pytest.mark.parametrize("command", ["export", "build", "import-yaml", "export-weights", "import-weights", "features",
+                                     "data synth", "bench"])
+def test_an_output_under_a_file_is_refused_first_naming_it(tmp_path, capsys, command):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    argv = _writers(tmp_path, afile)[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    out = argv[argv.index("-o") + 1]
+    assert err.startswith(f"gelanc: error: cannot write {out}: {afile} is a file, not a folder"), err
+    assert err.count("\n") == 1  # one line: no progress printed, no work begun
+    assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["export", "build", "import-yaml", "export-weights", "import-weights", "features",
+                                     "data synth", "bench"])
+def test_an_output_in_a_read_only_folder_is_refused_first(read_only, tmp_path, capsys, command):
+    argv = _writers(tmp_path, read_only)[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    out = argv[argv.index("-o") + 1]
+    assert err.startswith(f"gelanc: error: cannot write {out}: "), err
+    assert "Read-only file system" in err or "Permission denied" in err
+    assert err.count("\n") == 1 and listing(read_only) == []
+
+
+def test_predict_into_a_file_is_refused_before_the_model_is_loaded(predict_setup, tmp_path, capsys):
+    _, src, images = predict_setup
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")  # loading it first would be the error reported
+    image = src / "a.png"
+    code = main(["predict", str(broken), str(image), "-o", str(image), "--device", "cpu"])  # -o: the image itself
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"gelanc: error: cannot write {image}: it is a file, not a folder (-o takes a folder)\n"
+    assert {p: p.read_bytes() for p in src.rglob("*.png")} == images
+
+
+def test_predict_into_a_read_only_folder_is_refused_before_the_model_is_loaded(predict_setup, read_only, tmp_path,
+                                                                               capsys):
+    _, src, _ = predict_setup
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    code = main(["predict", str(broken), str(src), "-o", str(read_only / "p"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"gelanc: error: cannot write {read_only / 'p'}: "), err
+    assert listing(read_only) == []
+
+
+def test_write_all_names_the_folder_not_its_staging_name(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(WriteError) as e:
+        atomic.write_all(afile, {"a.txt": lambda tmp: tmp.write_text("x")})
+    assert e.value.filename == str(afile) and "batch" not in str(e.value)
+    assert afile.read_text() == "mine"
+
+
+def test_check_output_names_the_target_and_why(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path}/afile/x/y.pt: {tmp_path}/afile is a file"):
+        atomic.check_output(tmp_path / "afile" / "x" / "y.pt")
+    with pytest.raises(UnsafeTarget, match="it is a folder"):
+        atomic.check_output(tmp_path)
+    with pytest.raises(UnsafeTarget, match="it is the input"):
+        atomic.check_output(tmp_path / "afile", [tmp_path / "afile"])
+    atomic.check_output(tmp_path / "new" / "deeper" / "x.pt")  # folders gelanc would make: fine
+    assert listing(tmp_path) == ["afile"]  # and nothing was made to find out

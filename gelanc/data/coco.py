@@ -21,6 +21,8 @@ import torch
 
 from gelanc.data.config import DataError
 from gelanc.data.dataset import Scan, measure_image
+from gelanc.files import TooLarge, read_bounded
+from gelanc.limits import MAX_COCO_JSON_BYTES, MAX_COCO_JSON_CONTAINERS, MAX_COCO_JSON_VALUES, MAX_SPLIT_IMAGES
 
 # the problem kinds scan_coco notes (beside dataset.py's "corrupt images" and "empty images …")
 MISSING = "missing images"
@@ -38,20 +40,62 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def read_coco(path: Path) -> dict:
-    """The parsed file, or a DataError naming it and what is missing."""
+# the keys gelanc reads, at any level (the rest — segmentation, area, urls, … — is dropped as it is parsed)
+KEYS = frozenset({"images", "annotations", "categories", "id", "file_name", "width", "height", "image_id",
+                  "category_id", "bbox", "iscrowd", "name"})
+
+
+def _used(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object with only the keys gelanc reads: COCO's segmentation polygons, most of
+    instances_train2017.json's bytes, are freed as each annotation is parsed, not held to the end."""
+    return {k: v for k, v in pairs if k in KEYS}
+
+
+def read_json(path: Path) -> dict | list | str | int | float | bool | None:
+    """The file parsed as JSON, within the bounds of :mod:`gelanc.limits`; else a DataError.
+
+    The bytes are bounded (MAX_COCO_JSON_BYTES), then what parsing them could build: Python
+    takes ~25 bytes for each byte of ``[{},{},…]``, so the values (counted, as an upper
+    bound, by the commas, brackets and braces in the bytes) and the objects and arrays
+    among them (the brackets and braces) are bounded too, before anything is parsed."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from None
+        data = read_bounded(path, MAX_COCO_JSON_BYTES, "gelanc.limits.MAX_COCO_JSON_BYTES")
+    except TooLarge as e:
+        raise DataError(f"{path}: {e}: not a COCO instances file gelanc reads") from None
+    except OSError as e:  # a FIFO or a device: "not a regular file"
+        raise DataError(f"{path}: cannot read: {e.strerror or type(e).__name__}") from None
+    containers = data.count(b"{") + data.count(b"[")
+    values = containers + data.count(b",")
+    for n, limit, what, name in ((containers, MAX_COCO_JSON_CONTAINERS, "objects and arrays", "CONTAINERS"),
+                                 (values, MAX_COCO_JSON_VALUES, "values", "VALUES")):
+        if n > limit:
+            raise DataError(f"{path}: up to {n:,} JSON {what}, over the limit of {limit:,} "
+                            f"(gelanc.limits.MAX_COCO_JSON_{name})")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: cannot read: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    del data  # the text alone while parsing
+    try:
+        return json.loads(text, object_pairs_hook=_used)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON: arrays or objects nested too deeply") from None
+
+
+def read_coco(path: Path) -> dict:
+    """The parsed file, or a DataError naming it and what is missing."""
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: not a COCO instances file: expected an object with images, annotations and "
                         f"categories, found a {type(raw).__name__}")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(raw.get(k), list)]
     if missing:
         raise DataError(f"{path}: not a COCO instances file: no {', '.join(missing)} list")
+    if len(raw["images"]) > MAX_SPLIT_IMAGES:
+        raise DataError(f"{path}: {len(raw['images']):,} images, over the limit of {MAX_SPLIT_IMAGES:,} "
+                        "(gelanc.limits.MAX_SPLIT_IMAGES)")
     return raw
 
 
@@ -161,7 +205,7 @@ def scan_coco(annotations: Path, images: Path) -> tuple[Scan, list[str]]:
     entries = image_entries(raw, images, out, source)
     boxes = boxes_by_image(raw, entries, class_of, out, source)
     for image_id, (path, jw, jh) in entries.items():
-        if not path.is_file():
+        if not path.exists():  # a FIFO or a folder exists, and is a corrupt image
             out.note(MISSING, f"{path.name}: not in {images}")
             continue
         size, bad = measure_image(path)  # as decoded: EXIF orientation applied

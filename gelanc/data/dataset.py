@@ -22,6 +22,7 @@ collect and report those files.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,27 +34,65 @@ from torch.utils.data import Dataset
 
 from gelanc.data.config import DataError
 from gelanc.data.image import ImageError, probe, read_rgb
-from gelanc.limits import MAX_LABEL_BYTES
+from gelanc.files import TooLarge, read_bounded
+from gelanc.limits import MAX_IMAGE_LIST_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_IMAGES
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-CACHE_VERSION = 2  # 2: polygon rows read as boxes, truncated JPEGs refused
+CACHE_VERSION = 3  # 2: polygon rows read as boxes, truncated JPEGs refused; 3: problems counted past NOTES_KEPT
+NOTES_KEPT = 1000  # problems of one kind named in a Scan; those after are only counted
 
 
 def image_files(sources: list[Path]) -> list[Path]:
-    """The images of a split: folders (searched recursively) and .txt lists of paths."""
+    """The images of a split: folders (searched recursively) and .txt lists of paths.
+
+    A split may hold at most MAX_SPLIT_IMAGES images, and a list file MAX_IMAGE_LIST_BYTES
+    bytes: past either, a DataError, raised before the images are checked."""
     out: list[Path] = []
     for src in sources:
         if src.is_dir():
-            out += sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif src.suffix == ".txt" and src.is_file():
-            for line in src.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    p = Path(line.strip())
-                    out.append(p if p.is_absolute() else src.parent / p)
+            found = []
+            for p in src.rglob("*"):
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(p)
+                    _count(len(out) + len(found), src)
+            out += sorted(found)
+        elif src.suffix == ".txt" and src.exists():
+            out += _listed(src, len(out))
         else:
             raise DataError(f"{src}: neither a folder of images nor a .txt list of them")
     if not out:
         raise DataError(f"no images in {', '.join(map(str, sources))}")
+    return out
+
+
+def _count(n: int, src: Path) -> None:
+    if n > MAX_SPLIT_IMAGES:
+        raise DataError(f"{src}: the split has over {MAX_SPLIT_IMAGES:,} images (gelanc.limits.MAX_SPLIT_IMAGES)")
+
+
+def _listed(src: Path, before: int) -> list[Path]:
+    """The image paths a .txt list names, one a line (relative ones against its folder)."""
+    try:
+        data = read_bounded(src, MAX_IMAGE_LIST_BYTES, "gelanc.limits.MAX_IMAGE_LIST_BYTES")
+    except TooLarge as e:
+        raise DataError(f"{src}: {e}: not a list of images") from None
+    except OSError as e:
+        raise DataError(f"{src}: cannot read: {e.strerror or type(e).__name__}") from None
+    if data.count(b"\n") + 1 > MAX_SPLIT_IMAGES - before:  # perhaps too many: count the lines that name a path
+        _count(before + sum(1 for line in io.BytesIO(data) if line.strip()), src)
+    out: list[Path] = []
+    for i, raw in enumerate(io.BytesIO(data), 1):  # a line at a time: no second copy of the whole text
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise DataError(f"{src}: line {i}: not UTF-8 text") from None
+        if not line:
+            continue
+        if "\0" in line:
+            raise DataError(f"{src}: line {i}: a NUL character, which no path holds")
+        p = Path(line)
+        out.append(p if p.is_absolute() else src.parent / p)
+        _count(before + len(out), src)
     return out
 
 
@@ -73,15 +112,28 @@ class Scan:
 
     images: list[Path] = field(default_factory=list)
     labels: list[torch.Tensor] = field(default_factory=list)  # (n, 5): class, cx, cy, w, h
-    problems: dict[str, list[str]] = field(default_factory=dict)  # kind → "file: detail"
+    problems: dict[str, list[str]] = field(default_factory=dict)  # kind → "file: detail", the first NOTES_KEPT
+    counts: dict[str, int] = field(default_factory=dict)  # kind → how many, for a kind with more than NOTES_KEPT
 
     def note(self, kind: str, what: str) -> None:
-        self.problems.setdefault(kind, []).append(what)
+        """One problem of a kind: named among the first NOTES_KEPT, counted after them (a
+        hostile COCO file can hold millions of bad annotations, each of which would cost
+        its note's memory)."""
+        items = self.problems.setdefault(kind, [])
+        if len(items) < NOTES_KEPT:
+            items.append(what)
+        else:
+            self.counts[kind] = self.counts.get(kind, len(items)) + 1
+
+    def count(self, kind: str) -> int:
+        """How many problems of ``kind`` were found."""
+        return self.counts.get(kind, len(self.problems.get(kind, ())))
 
     def report(self, limit: int = 5) -> str:
         lines = [f"{len(self.images)} images, {sum(len(t) for t in self.labels)} objects"]
         for kind, items in self.problems.items():
-            lines.append(f"  {len(items)} {kind}: " + "; ".join(items[:limit]) + (" …" if len(items) > limit else ""))
+            n = self.count(kind)
+            lines.append(f"  {n} {kind}: " + "; ".join(items[:limit]) + (" …" if n > limit else ""))
         return "\n".join(lines)
 
 
@@ -110,12 +162,11 @@ def check_image(path: Path) -> str | None:
 def read_label_text(path: Path) -> tuple[str | None, str | None]:
     """The label file's text, or why it cannot be had: at most MAX_LABEL_BYTES are read."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_LABEL_BYTES + 1)
-    except OSError as e:
+        data = read_bounded(path, MAX_LABEL_BYTES, "gelanc.limits.MAX_LABEL_BYTES")
+    except TooLarge as e:
+        return None, str(e)
+    except OSError as e:  # a FIFO or a device: "not a regular file"
         return None, f"cannot read: {e.strerror or type(e).__name__}"
-    if len(data) > MAX_LABEL_BYTES:
-        return None, f"over {MAX_LABEL_BYTES:,} bytes (gelanc.limits.MAX_LABEL_BYTES)"
     return data.decode("utf-8", errors="replace"), None
 
 
@@ -181,7 +232,7 @@ def orphan_labels(sources: list[Path], images: list[Path]) -> list[Path]:
     return sorted(q for d in dirs if d.is_dir() for q in d.glob("*.txt") if q not in claimed)
 
 
-def fingerprint(files: list[Path], salt: str) -> str:
+def fingerprint(files: Iterable[Path], salt: str) -> str:
     """A key that changes when any of ``files`` changes (size, time, or presence)."""
     h = hashlib.sha256(f"{CACHE_VERSION}:{salt}".encode())
     for q in files:
@@ -197,7 +248,7 @@ def cached(cache: Path | None, key: str, build: Callable[[], tuple[Scan, list[st
            nc: int | None = None) -> tuple[Scan, list[str]]:
     """``build()``'s scan and class names, or the cache's when it was made for ``key``.
 
-    The cache holds only strings and tensors. It came with the dataset, so it is read as
+    The cache holds only strings, integers and tensors. It came with the dataset, so it is read as
     any foreign checkpoint is (:func:`gelanc.safeload.read`) and used only when its
     structure is exactly what :func:`cached` writes; a stale, broken, hostile or
     unwritable one is simply rebuilt or skipped."""
@@ -210,7 +261,7 @@ def cached(cache: Path | None, key: str, build: Callable[[], tuple[Scan, list[st
         from gelanc.checkpoint import atomic_save
 
         entry = {"key": key, "images": [str(p) for p in out.images], "labels": out.labels, "problems": out.problems,
-                 "names": list(names)}
+                 "counts": out.counts, "names": list(names)}
         try:
             atomic_save(entry, cache)
         except OSError:
@@ -231,16 +282,18 @@ def _read_cache(cache: Path, key: str, nc: int | None) -> tuple[Scan, list[str]]
     if not (isinstance(c, dict) and c.get("key") == key):
         return None
     images, labels, problems, names = c.get("images"), c.get("labels"), c.get("problems"), c.get("names")
+    counts = c.get("counts")
     ok = (isinstance(images, list) and all(isinstance(p, str) for p in images)
           and isinstance(labels, list) and len(labels) == len(images)
           and all(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 2 and t.shape[1] == 5
                   and bool(torch.isfinite(t).all()) for t in labels)
           and isinstance(problems, dict) and all(isinstance(k, str) and isinstance(v, list)
                                                  and all(isinstance(i, str) for i in v) for k, v in problems.items())
+          and isinstance(counts, dict) and all(isinstance(k, str) and type(v) is int for k, v in counts.items())
           and isinstance(names, list) and all(isinstance(n, str) for n in names))
     if not ok or not all(_labels_valid(t, nc if nc is not None else len(names)) for t in labels):
         return None
-    return Scan([Path(p) for p in images], list(labels), dict(problems)), list(names)
+    return Scan([Path(p) for p in images], list(labels), dict(problems), dict(counts)), list(names)
 
 
 def _labels_valid(t: torch.Tensor, nc: int) -> bool:
@@ -251,7 +304,7 @@ def _labels_valid(t: torch.Tensor, nc: int) -> bool:
 
 def scan(images: list[Path], nc: int, cache: Path | None = None) -> Scan:
     """Check every image and label file (or reuse the cache when nothing changed)."""
-    key = fingerprint([q for p in images for q in (p, label_file(p))], str(nc))
+    key = fingerprint((q for p in images for q in (p, label_file(p))), str(nc))  # no list of 2 paths an image
     return cached(cache, key, lambda: (_scan(images, nc), []), nc)[0]
 
 
@@ -263,7 +316,7 @@ def _scan(images: list[Path], nc: int) -> Scan:
             out.note("corrupt images", f"{img.name}: {bad}")
             continue
         lf = label_file(img)
-        if not lf.is_file():
+        if not lf.exists():  # a FIFO or a folder exists, and is a bad label file
             out.note("images without a label file (kept as background)", img.name)
             labels = torch.zeros(0, 5)
         else:
@@ -305,6 +358,22 @@ def load_split(cfg, which: str, root: Path) -> tuple[Scan, list[str]]:
     for q in orphan_labels(sources, images):  # not cached: a label file added later is no key of the cache
         found.note(ORPHANS, q.name)
     return found, list(cfg.names)
+
+
+def check_out_folder(out: Path, scans: Iterable[Scan]) -> None:
+    """A DataError when the run folder ``out`` (resolved) is a folder that holds the
+    dataset's images or label files: every epoch writes its files (results.png, …) there,
+    and one of them could replace an image or a label file of the same name.
+
+    Cheap: only the distinct folders of the scanned images are resolved, not each image."""
+    target = Path(out).resolve()
+    folders = {p.parent for s in scans for p in s.images}
+    for folder in folders:
+        labels = label_file(folder / "image.png").parent  # where label_file puts this folder's labels
+        for kind, f in (("images", folder), ("label files", labels)):
+            if f.resolve() == target:
+                raise DataError(f"--out {out}: that is the folder of the dataset's {kind} {f}, and a run "
+                                "writes its own files there (last.pt, results.png, …); choose another --out")
 
 
 def letterbox(image: torch.Tensor, boxes: torch.Tensor, size: int, fill: int = 114):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from gelanc.diagnostics import SOURCES, GelError, Span
 from gelanc.dsl import ast
 from gelanc.dsl.parser import parse
+from gelanc.files import NotRegularFile, TooLarge, read_regular
 from gelanc.limits import MAX_PROGRAM_BYTES, MAX_SPEC_BYTES, MAX_SPEC_FILES
 
 
@@ -101,19 +101,14 @@ def _read_bytes(path: Path) -> tuple[bytes, os.stat_result]:
     Opened without blocking, without following a link (one swapped in since ``path``
     was resolved is refused) and checked on the open descriptor, so a FIFO or a device
     put in its place is refused instead of read forever."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError) as e:
-        raise _Unreadable(f"cannot be read ({getattr(e, 'strerror', None) or 'bad path'})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Unreadable("is not a regular file")
-        data = f.read(MAX_SPEC_BYTES + 1)
-    if len(data) > MAX_SPEC_BYTES:
-        raise _Unreadable(f"is larger than {MAX_SPEC_BYTES} bytes (MAX_SPEC_BYTES)", MAX_SPEC_BYTES, data)
-    return data, st
+        return read_regular(path, MAX_SPEC_BYTES, follow=False)
+    except NotRegularFile:
+        raise _Unreadable("is not a regular file") from None
+    except TooLarge as e:
+        raise _Unreadable(f"is larger than {MAX_SPEC_BYTES} bytes (MAX_SPEC_BYTES)", MAX_SPEC_BYTES, e.data) from None
+    except OSError as e:
+        raise _Unreadable(f"cannot be read ({e.strerror or 'bad path'})") from None
 
 
 def _read(path: Path, name: str) -> tuple[str, Callable[[], ast.Module]]:

@@ -228,6 +228,19 @@ def _check_plain(v: Any, span: Span) -> None:
                        "booleans, none and lists of them", span)
 
 
+def check_value(v: Any) -> None:
+    """A model parameter that reaches gelanc from outside any spec (a run's stored settings,
+    a checkpoint's metadata): a plain value of the language within its bounds, or a
+    GelError (without a location) saying why. Cheap for any value, shared or deep."""
+    size, depth = _size(v)
+    if size > MAX_LIST_LEN:
+        raise GelError(f"a list of more than {MAX_LIST_LEN} elements, those of nested lists counted (MAX_LIST_LEN)")
+    if depth > MAX_LIST_DEPTH:
+        raise GelError(f"lists nested more than {MAX_LIST_DEPTH} deep (MAX_LIST_DEPTH)")
+    for x in _flatten(v) if isinstance(v, (list, tuple)) else [v]:
+        _check_plain(x, None)
+
+
 def _size(v: Any) -> tuple[int, int]:
     """Elements of a list value, those of nested lists counted too, and its depth.
 

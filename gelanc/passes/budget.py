@@ -44,6 +44,34 @@ def activations(g: nx.DiGraph, size: tuple[int, int]) -> int:
     return sum(math.prod(s) for outs in infer(g, size, check_stride=False).values() for s in outs)
 
 
+def check_training_memory(g: nx.DiGraph, size: tuple[int, int], batch: int, bytes_per_value: int,
+                          device_bytes: int) -> int:
+    """The bytes a training step keeps for its backward pass — every node's output for
+    each image of the batch — or a GelError when that is more than twice what the device
+    has: a run (or a checkpoint's stored settings) that could only end out of memory,
+    refused before its first batch. Returns the estimate."""
+    need = activations(g, size) * batch * bytes_per_value
+    if need > 2 * device_bytes:
+        raise GelError(f"a training step at {size[0]}×{size[1]} with {batch} images per process keeps about "
+                       f"{need / 2**30:,.1f} GiB of feature maps; this device has {device_bytes / 2**30:,.1f} GiB "
+                       f"(use a smaller --batch or --imgsz)")
+    return need
+
+
+def device_memory(device) -> int:
+    """Bytes of memory on ``device`` (a torch.device): the GPU's, or the machine's RAM."""
+    import os
+
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): no bound from here
+        return 1 << 62
+
+
 def check_run_size(g: nx.DiGraph, imgsz) -> int:
     """A square size to run the network at — given, or stored in a checkpoint and so
     checked as any foreign value: an integer, a multiple of the network's largest

@@ -45,6 +45,11 @@ class Hyp(BaseModel):
     topk: int = Field(10, ge=1, description="TaskAlignedAssigner: candidates per object")
     alpha: float = Field(0.5, ge=0, description="TaskAlignedAssigner: class-score exponent")
     beta: float = Field(6.0, ge=0, description="TaskAlignedAssigner: IoU exponent")
+    aux_assign: Literal["independent", "lead"] = Field(
+        "independent", description="PGI's auxiliary head assigned from its own predictions (the reference), or "
+                                   "from the main (lead) head's, coarse-to-fine as YOLOv7's lead-guided assigner")
+    aux_topk: int = Field(20, ge=1, description="with aux_assign: lead, the aux head's candidates per object "
+                                               "(coarser than the lead's topk)")
     assign_ties: Literal["reference", "selecting"] = Field(
         "reference", description="an anchor several objects claim goes to the object its predicted box overlaps "
                                  "most: of all the image's objects (reference), or of those that claimed it")

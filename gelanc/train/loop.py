@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from gelanc.limits import MAX_IMGSZ
+from gelanc.limits import MAX_BATCH, MAX_IMGSZ, MAX_WORKERS
 from gelanc.train import ddp
 from gelanc.train.hyp import Hyp
 
@@ -45,14 +45,14 @@ class TrainArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     spec: str
     data: str | None = None
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, le=1_000_000)
     imgsz: int = Field(640, ge=32, le=MAX_IMGSZ)
-    batch: int = Field(16, ge=1)
+    batch: int = Field(16, ge=1, le=MAX_BATCH)
     device: str | None = None
-    workers: int | None = Field(None, ge=0)  # None: min(8, usable CPUs per process, batch per process)
-    patience: int = Field(100, ge=1)  # stop after this many epochs without a better fitness
+    workers: int | None = Field(None, ge=0, le=MAX_WORKERS)  # None: min(8, usable CPUs per process, batch)
+    patience: int = Field(100, ge=1, le=1_000_000)  # stop after this many epochs without a better fitness
     out: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # what torch.manual_seed and the samplers take
     hyp: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
     deterministic: bool = False
@@ -61,6 +61,21 @@ class TrainArgs(BaseModel):
     val: Literal["deploy", "train"] = "deploy"
     progress: bool = True
     plots: bool = True  # the curves, confusion matrix, labels and validation images at the end of the run
+
+    @field_validator("params")
+    @classmethod
+    def _plain(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Model parameters within the language's bounds: a checkpoint's are foreign (a list that
+        shares itself sixty times over is 2^60 values to anything that walks it)."""
+        from gelanc.diagnostics import GelError
+        from gelanc.ir.lower import check_value
+
+        for k, v in params.items():
+            try:
+                check_value(v)
+            except GelError as e:
+                raise ValueError(f"model parameter '{str(k)[:40]}': {e.message}") from None
+        return params
 
 
 class TrainError(Exception):
@@ -174,6 +189,7 @@ class State:
     best_fitness: float = -1.0
     rows: list[dict[str, float]] | None = None
     seconds: float = 0.0  # wall time of the run so far, over every process that ran it (resumes included)
+    saved: int | None = None  # the epoch the run folder's last.pt holds, when this process knows it (not saved)
 
     def epochs_since_best(self) -> int:
         """Epochs finished after the one best.pt holds (0 when the last is the best)."""
@@ -313,15 +329,24 @@ class Resumable(BaseModel):
 
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
     model: dict[str, torch.Tensor]
-    ema_updates: int = Field(ge=0)
+    ema_updates: int = Field(ge=0, lt=2**62)
     optimizer: dict[str, Any]
     scaler: dict[str, Any]
-    epoch: int = Field(ge=0)
-    iteration: int = Field(ge=0)
-    best_fitness: float
+    epoch: int = Field(ge=0, le=1_000_000)
+    iteration: int = Field(ge=0, lt=2**62)
+    best_fitness: float = Field(allow_inf_nan=False)
     rows: list[dict[str, float]]
     args: dict[str, Any]
-    seconds: float | None = Field(None, ge=0)  # absent in checkpoints of gelanc before 0.2
+    seconds: float | None = Field(None, ge=0, allow_inf_nan=False)  # absent in checkpoints of gelanc before 0.2
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, rows: list[dict[str, float]]) -> list[dict[str, float]]:
+        for r in rows:
+            missing = {"epoch", "metrics/mAP50", "metrics/mAP50-95"} - set(r)
+            if missing:
+                raise ValueError(f"a results row lacks {', '.join(sorted(missing))}")
+        return rows
 
 
 def resumable(ckpt: dict, path: Path) -> Resumable:
@@ -409,12 +434,13 @@ def repair_run(out: Path, last: Path, state: State, title: str) -> None:
     results.plot(out / "results.png", state.rows, title=title)
 
 
-def write_epoch(out: Path, state: State, best: bool, title: str, save_last: Callable[[Path], Any],
-                saved: int | None) -> None:
+def write_epoch(out: Path, state: State, best: bool, title: str, save_last: Callable[[Path], Any]) -> None:
     """An epoch's files: last.pt, then best.pt (a copy, when the epoch is the best so far),
-    results.csv and results.png. ``saved`` is the epoch last.pt holds now, if this run
-    knows it. A write that fails (a full disk, a refused target) stops the run with a
-    :class:`TrainError` saying what is on disk and how to go on; nothing is half-written."""
+    results.csv and results.png; ``state.saved`` follows what last.pt holds (a Ctrl-C
+    during the later files then still names the epoch saved). A write that fails (a full
+    disk, a refused target) stops the run with a :class:`TrainError` saying what is on
+    disk and how to go on; nothing is half-written."""
+    saved = state.saved
     from gelanc.atomic import atomic_copy
     from gelanc.train import results
 
@@ -429,6 +455,7 @@ def write_epoch(out: Path, state: State, best: bool, title: str, save_last: Call
         held = f"{last} is as it was" if last.exists() else "nothing was saved"
         raise TrainError(f"{e}; the run stopped after training epoch {state.epoch} without saving it ({held}); "
                          f"make room, then run it again") from None
+    state.saved = state.epoch
     try:
         if best:
             atomic_copy(last, out / "best.pt")
@@ -493,8 +520,8 @@ def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
 def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.device) -> Run:
     from gelanc.checkpoint import CheckpointError, read
     from gelanc.data.augment import AugmentedDataset
-    from gelanc.data.dataset import YoloDataset, collate, skipped_note
-    from gelanc.passes.budget import check_input
+    from gelanc.data.dataset import YoloDataset, check_out_folder, collate, skipped_note
+    from gelanc.passes.budget import check_input, check_training_memory, device_memory
     from gelanc.passes.shapes import check_size
     from gelanc.train.loss import DetectionLoss
     from gelanc.train.optim import make_ema, make_optimizer, optimizer_steps, resolve
@@ -507,6 +534,8 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
 
     data_path = Path(args.data) if args.data else default_data(w)
     data = load_data(data_path, w)
+    if args.out:  # a run folder that is one of the dataset's would write its plots over the images
+        check_out_folder(Path(args.out), [data.train, data.val])
     ckpt = None
     if resume is not None:
         ckpt = read(resume)
@@ -522,6 +551,9 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     ir = model.meta["gelanc"]["ir"]
     check_size(ir, (args.imgsz, args.imgsz))  # a size the network is not built for: a located error
     check_input(ir, (args.imgsz, args.imgsz))  # nor one whose feature maps would not fit gelanc's bound
+    amp = amp_dtype(device, args.amp)
+    check_training_memory(ir, (args.imgsz, args.imgsz), args.batch // w.size, 2 if amp else 4,
+                          device_memory(device))
     name = ir.graph["model"]
     out = Path(args.out) if args.out else run_dir(args, name)
     out = Path(ddp.broadcast(str(out), w))
@@ -533,13 +565,11 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     if w.distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = make_optimizer(unwrap(model), args.batch, hyp)
-    amp = amp_dtype(device, args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     loss_fn = DetectionLoss(hs[0].nc, hs[0].reg_max, hs[0].strides, hyp)
 
     state = State(rows=[])
     title = f"{name} on {data_path.parent.name}"  # of results.png
-    saved_epoch: int | None = None  # the epoch out/last.pt holds, when this run knows it
     if ckpt is not None:
         t = ckpt[CKPT_KEY]
         ema.module.load_state_dict(ckpt["state_dict"])
@@ -547,7 +577,8 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         try:
             opt.load_state_dict(t["optimizer"])
             scaler.load_state_dict(t["scaler"])
-        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            _check_optimizer_state(opt)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError, OverflowError) as e:
             raise CheckpointError(f"{resume}: its optimizer state does not fit the model "
                                   f"({type(e).__name__})") from None
         rows = [dict(r) for r in t["rows"]]
@@ -558,7 +589,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         if w.main:
             open_run_dir(out, w)
             if (out / "last.pt").is_file() and os.path.samefile(resume, out / "last.pt"):
-                saved_epoch = state.epoch  # the folder's own last.pt: what it says is what the folder must hold
+                state.saved = state.epoch  # the folder's own last.pt: what it says is what the folder must hold
                 try:
                     repair_run(out, resume, state, title)
                 except OSError as e:
@@ -576,6 +607,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
                             num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     mosaic_epochs = hyp.mosaic_epochs(args.epochs)
 
+    fresh = not out.exists()  # a folder this run makes: removed again if the run ends before saving anything
     if w.main:
         open_run_dir(out, w)
         n_params = sum(p.numel() for p in unwrap(model).parameters())
@@ -612,8 +644,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
                 state.best_fitness = max(f, state.best_fitness)
                 save_last = functools.partial(save_checkpoint, model=model, ema=ema, opt=opt, scaler=scaler,
                                               state=state, args=args, hyp=hyp, names=data.names, metrics=metrics)
-                write_epoch(out, state, best, title, save_last, saved_epoch)
-                saved_epoch = state.epoch
+                write_epoch(out, state, best, title, save_last)
                 left = (time.perf_counter() - started) / (state.epoch - first_epoch) * (args.epochs - state.epoch)
                 log(w, f"epoch {state.epoch}/{args.epochs}: mAP50 {metrics['map50']:.3f}  "
                        f"mAP50-95 {metrics['map']:.3f}  loss: box {row['train/box_loss']:.3f} "
@@ -627,12 +658,13 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
                        f"{state.epoch - stale} (--patience {args.patience}); best.pt holds that epoch")
                 break
             ddp.barrier(w)
-    except KeyboardInterrupt:
-        if w.main and saved_epoch is not None:  # this run's own last.pt (a write cut short left the previous one)
-            log(w, f"interrupted; continue with: gelanc train --resume {out / 'last.pt'} (epoch {saved_epoch} "
-                   f"is saved)")
-        elif w.main:
-            log(w, "interrupted before the first epoch was saved")
+    except BaseException as e:
+        if w.main and fresh and state.saved is None:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if empty: an interrupted or failed first epoch leaves no empty run folder
+        if isinstance(e, KeyboardInterrupt) and w.main:
+            log(w, f"interrupted; continue with: gelanc train --resume {out / 'last.pt'} (epoch {state.saved} is "
+                   f"saved)" if state.saved is not None else "interrupted before the first epoch was saved")
         raise
     agree = ddp.replicas_agree(unwrap(model), w)
     if not agree:
@@ -652,6 +684,17 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
         summary.update(best_epoch=int(best_row["epoch"]), best_map50=best_row["metrics/mAP50"],
                        best_map=best_row["metrics/mAP50-95"])
     return Run(summary, unwrap(model), ema.module)
+
+
+def _check_optimizer_state(opt: torch.optim.Optimizer) -> None:
+    """Each parameter's saved state (momentum, Adam's moments) of the parameter's shape and
+    a float type: load_state_dict takes whatever the file says, and a wrong one would
+    surface only at the first step, an epoch of training later."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.dim() and (v.shape != p.shape or not v.is_floating_point()):
+                    raise ValueError(f"state {k} of shape {tuple(v.shape)} for a parameter of {tuple(p.shape)}")
 
 
 def _saved_hyp(raw: dict, path: Path) -> Hyp:

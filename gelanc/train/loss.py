@@ -3,7 +3,14 @@ CIoU + DFL on the positives and BCE on every anchor, per head.
 
 Each head's terms are normalised by the sum of its own target scores; PGI's auxiliary
 head adds its terms × ``aux_weight`` (0.25) to the main head's; then the gains box 7.5,
-cls 0.5, dfl 1.5 apply. As in the reference the returned loss is the sum of the three
+cls 0.5, dfl 1.5 apply.
+
+With ``aux_assign: lead`` the auxiliary head is not assigned from its own predictions
+but from the main (lead) head's, as YOLOv7's lead-guided assigner does, and coarser:
+``aux_topk`` candidates an object instead of ``topk``, so the aux head learns from more
+anchors, with soft targets shaped by the lead's predictions. The YOLOv9 paper reports
+that this "achieved much better performance" for its auxiliary supervision; the
+reference's code does not offer it. As in the reference the returned loss is the sum of the three
 terms × the batch size (the gradient of a sum over images, which the nominal-batch
 accumulation then adds up), beside the three terms detached for logging.
 
@@ -13,6 +20,8 @@ lose too much in 8 or 11 bits of mantissa.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +95,25 @@ def dfl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (ce(left) * (1 - w_right) + ce(left + 1) * w_right).mean(-1, keepdim=True)
 
 
+class Decoded(NamedTuple):
+    """One head's predictions: (B, A, 4, reg_max) distance logits, (B, A, nc) class
+    logits, (B, A, 4) xyxy boxes in grid units, anchors (A, 2) and strides (A, 1)."""
+
+    dist_logits: torch.Tensor
+    cls_logits: torch.Tensor
+    pred_boxes: torch.Tensor
+    anchors: torch.Tensor
+    stride: torch.Tensor
+
+
+class Targets(NamedTuple):
+    """An assignment: target boxes (B, A, 4) in pixels, scores (B, A, nc), positives (B, A)."""
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    fg: torch.Tensor
+
+
 def is_dual(preds) -> bool:
     """A PGI model's train output is (main maps, aux maps); a single head's is its maps."""
     return isinstance(preds, (tuple, list)) and len(preds) == 2 and all(isinstance(p, (list, tuple)) for p in preds)
@@ -99,6 +127,8 @@ class DetectionLoss:
         hyp = hyp or Hyp()
         self.nc, self.reg_max, self.strides, self.hyp = nc, reg_max, [float(s) for s in strides], hyp
         self.assigner = TaskAlignedAssigner(nc, topk=hyp.topk, alpha=hyp.alpha, beta=hyp.beta, ties=hyp.assign_ties)
+        self.coarse = TaskAlignedAssigner(nc, topk=hyp.aux_topk, alpha=hyp.alpha, beta=hyp.beta,
+                                          ties=hyp.assign_ties)
 
     def __call__(self, preds, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: the model's train output; targets (N, 6): image, class, cx, cy, w, h
@@ -112,13 +142,20 @@ class DetectionLoss:
             targets = targets.to(first.device).float()
             gt = targets_per_image(targets, batch, torch.tensor([w, h, w, h], device=first.device))
             mask = objects_mask(targets, batch, gt.shape[1])
-            terms = sum(weight * self.head(maps, gt, mask) for maps, weight in heads)
+            decoded = [self.decode(maps) for maps, _ in heads]
+            lead = decoded[0]
+            terms = 0
+            for i, (d, (_, weight)) in enumerate(zip(decoded, heads)):
+                if i and self.hyp.aux_assign == "lead":  # the aux head learns the lead's coarse assignment
+                    t = self.assign(lead, gt, mask, self.coarse)
+                else:
+                    t = self.assign(d, gt, mask, self.assigner)
+                terms = terms + weight * self.terms(d, t)
             terms = terms * torch.tensor([self.hyp.box, self.hyp.cls, self.hyp.dfl], device=terms.device)
         return terms.sum() * batch, terms.detach()
 
-    def head(self, maps: list[torch.Tensor], gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One head's [1 − CIoU, BCE, DFL] terms (3,), before the gains, each ÷ the head's
-        target-score sum (at least 1)."""
+    def decode(self, maps: list[torch.Tensor]) -> Decoded:
+        """A head's maps as distance logits, class logits and boxes, in float32."""
         b, no = maps[0].shape[0], 4 * self.reg_max + self.nc
         x = torch.cat([m.float().reshape(b, no, -1) for m in maps], 2).transpose(1, 2)  # (B, A, no)
         dist_logits, cls_logits = x.split((4 * self.reg_max, self.nc), -1)
@@ -126,10 +163,22 @@ class DetectionLoss:
         anchors, stride = anchor_grid(maps, self.strides)
         bins = torch.arange(self.reg_max, device=x.device, dtype=torch.float32)
         pred_boxes = ltrb_to_xyxy(dist_logits.softmax(-1) @ bins, anchors)  # (B, A, 4), grid units
+        return Decoded(dist_logits, cls_logits, pred_boxes, anchors, stride)
 
-        _, t_boxes, t_scores, fg, _ = self.assigner(
-            cls_logits.detach().sigmoid(), pred_boxes.detach() * stride, anchors * stride,
+    @staticmethod
+    def assign(d: Decoded, gt: torch.Tensor, mask: torch.Tensor, assigner: TaskAlignedAssigner) -> Targets:
+        """The targets ``assigner`` gives from ``d``'s predictions (detached)."""
+        _, t_boxes, t_scores, fg, _ = assigner(
+            d.cls_logits.detach().sigmoid(), d.pred_boxes.detach() * d.stride, d.anchors * d.stride,
             gt[..., :1], gt[..., 1:], mask)
+        return Targets(t_boxes, t_scores, fg)
+
+    def terms(self, d: Decoded, t: Targets) -> torch.Tensor:
+        """[1 − CIoU, BCE, DFL] of ``d``'s predictions against targets ``t``, each ÷ the
+        target-score sum (at least 1)."""
+        b = d.cls_logits.shape[0]
+        dist_logits, cls_logits, pred_boxes, anchors, stride = d
+        t_boxes, t_scores, fg = t
         norm = t_scores.sum().clamp(min=1)
         bce = F.binary_cross_entropy_with_logits(cls_logits, t_scores, reduction="none").sum() / norm
         # no branch on "any positives" (a host sync): with none, the sums below are 0 and
@@ -138,5 +187,5 @@ class DetectionLoss:
         weight = t_scores.sum(-1)[fg].unsqueeze(-1)  # (n, 1)
         box = ((1 - ciou(pred_boxes[fg], t_boxes[fg])).unsqueeze(-1) * weight).sum() / norm
         t_ltrb = xyxy_to_ltrb(t_boxes[fg], anchors.expand(b, -1, -1)[fg], self.reg_max)
-        d = (dfl(dist_logits[fg], t_ltrb) * weight).sum() / norm
-        return torch.stack([box, bce, d])
+        dist = (dfl(dist_logits[fg], t_ltrb) * weight).sum() / norm
+        return torch.stack([box, bce, dist])

@@ -428,7 +428,7 @@ def plot_run(run_dir, data=None, device=None, workers: int = 0, progress: bool =
     from torch.utils.data import DataLoader
 
     import gelanc
-    from gelanc.checkpoint import build, read
+    from gelanc.checkpoint import build, read, run_settings
     from gelanc.data.config import DataError
     from gelanc.data.dataset import YoloDataset, collate
     from gelanc.torch_fx import heads, ir_of
@@ -443,10 +443,7 @@ def plot_run(run_dir, data=None, device=None, workers: int = 0, progress: bool =
     m = build(ckpt, str(path))
     if not m.meta["gelanc"].get("deployed"):
         m = gelanc.deploy(m)
-    settings = ckpt.get(CKPT_KEY) if isinstance(ckpt.get(CKPT_KEY), dict) else {}
-    args = settings.get("args") if isinstance(settings.get("args"), dict) else {}
-    if data is None and args.get("data") is not None and not isinstance(args["data"], str):
-        raise PlotError(f"{path}: its stored data path is not a path; give --data")
+    args = run_settings(ckpt)
     w = ddp.World()
     data_path = Path(data) if data is not None else Path(args["data"]) if args.get("data") else default_data(w)
     imgsz = _imgsz(m, args.get("imgsz", 640), path)
@@ -461,7 +458,7 @@ def plot_run(run_dir, data=None, device=None, workers: int = 0, progress: bool =
     r = evaluate(m, loader, names, dev, progress=progress, fast=True, compile=False, keep=True)
 
     written: list[Path] = []
-    rows = _rows(run, settings)
+    rows = _rows(run, ckpt.get(CKPT_KEY) if isinstance(ckpt.get(CKPT_KEY), dict) else {})
     if rows:
         title = f"{ir_of(m).graph.get('model', path.stem)} on {data_path.parent.name}"
         results.plot(run / "results.png", rows, title=title)

@@ -14,13 +14,18 @@ from pathlib import Path
 
 from gelanc.atomic import atomic_write, write_text
 
+MAX_RESULTS_BYTES = 16 << 20  # a results.csv: 100,000 epochs of 16 columns
+
 
 def read_csv(path: Path) -> list[dict[str, float]]:
     """The rows written so far (a resumed run continues the table)."""
+    from gelanc.files import read_bounded
+
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items() if k and v not in (None, "")} for row in csv.DictReader(f)]
+    text = read_bounded(path, MAX_RESULTS_BYTES, "a results.csv").decode("utf-8")  # a run folder may be foreign
+    return [{k: float(v) for k, v in row.items() if k and v not in (None, "")}
+            for row in csv.DictReader(io.StringIO(text, newline=""))]
 
 
 def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
