@@ -49,16 +49,21 @@ def open_regular(path, *, follow: bool = True) -> tuple[io.BufferedReader, os.st
     ``OSError`` of ``os.open`` otherwise (an impossible path — a NUL byte — is one too)."""
     flags = FLAGS | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
-        fd = os.open(path, flags)
+        # The file object owns the descriptor from the start: ``open`` closes it itself if it
+        # fails (a Ctrl-C can land inside it), and an object dropped by an interrupt closes it
+        # when freed. Closing the number here as well would close it twice — the second time
+        # someone else's file, opened since under the same number.
+        f = open(path, "rb", opener=lambda name, _: os.open(name, flags))  # noqa: SIM115 - returned
+    except IsADirectoryError:
+        raise NotRegularFile(path) from None
     except ValueError:  # a NUL byte in the path
         raise OSError(errno.EINVAL, "bad path", str(path)) from None
     try:
-        st = os.fstat(fd)
+        st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(path)
-        f = os.fdopen(fd, "rb")
     except BaseException:
-        os.close(fd)
+        f.close()
         raise
     return f, st
 

@@ -80,6 +80,37 @@ def test_the_reader_refuses_what_is_not_a_regular_file_and_reads_at_most_its_bou
         assert st.st_size == 10 and f.read() == b"0123456789"
 
 
+
+def test_a_ctrl_c_inside_the_open_is_kept_and_closes_nothing_twice(tmp_path, monkeypatch):
+    """Seen in CI: a Ctrl-C landed inside ``open``, which closed its new descriptor itself;
+    the reader closed the same number again, and the EBADF it got replaced the interrupt —
+    the command went on and reported the file as unreadable."""
+    import builtins
+    import io
+
+    real_open = io.open
+    reused = []
+
+    def interrupted_open(file, *args, **kwargs):
+        f = real_open(file, *args, **kwargs)
+        reused.append(f.fileno())
+        f.close()  # as open's own clean-up does when an interrupt lands after it has the descriptor
+        os.dup2(other, reused[0])  # and the number is taken at once by another file
+        raise KeyboardInterrupt
+
+    (tmp_path / "ten").write_bytes(b"0123456789")
+    other = os.open(os.devnull, os.O_RDONLY)
+    monkeypatch.setattr(io, "open", interrupted_open)
+    monkeypatch.setattr(builtins, "open", interrupted_open)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            files.read_bounded(tmp_path / "ten", 10)
+        os.fstat(reused[0])  # still open: the reader did not close that number a second time
+    finally:
+        monkeypatch.undo()
+        for fd in {other, *reused}:
+            os.close(fd)
+
 # ---- YAML and JSON files: a clear error, exit 2 ----------------------------------------------
 
 
