@@ -1,9 +1,10 @@
 """Issue 12 (e): gelanc against ultralytics on the same data, epochs, batch and image size.
 
 gelanc trains each model given (default gelan-t and yolov9-t) with `gelanc train`, each
-recipe given (default the default recipe, and the reference's SGD one); ultralytics
+recipe given (default the default recipe, and the reference's, `--hyp scratch-high`); ultralytics
 trains its yolov9t (no PGI: gelan-t's equal) from scratch with its defaults. Both on
-this machine, one after the other, so seconds compare. The table printed — mAP50 and
+this machine, one after the other, so seconds compare. A run finished before in the same
+--out is read back, not trained again. The table printed — mAP50 and
 mAP50-95 per epoch and the mean seconds an epoch — is what docs/benchmarks.md records.
 
 ultralytics is not one of gelanc's dependencies: install it for the benchmark only,
@@ -21,10 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from bench_data import benchmark_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,24 +41,47 @@ YOLO(model).train(data=data, epochs=int(epochs), batch=int(batch), imgsz=int(img
 """
 
 
-def gelanc_run(spec: Path, data: Path, out: Path, a, hyp: Path | None) -> list[dict]:
+def finished(rows_of, out: Path, epochs: int) -> list[dict] | None:
+    """A run this benchmark finished before, in this --out (rerunning one costs half an hour)."""
+    try:
+        rows = rows_of(out)
+    except (OSError, KeyError, ValueError):
+        return None
+    return rows if len(rows) == epochs else None
+
+
+def gelanc_rows(out: Path) -> list[dict]:
+    with (out / "results.csv").open() as f:
+        return [{"epoch": int(r["epoch"]), "map50": float(r["metrics/mAP50"]), "map": float(r["metrics/mAP50-95"]),
+                 "seconds": float(r["time_s"])} for r in csv.DictReader(f)]
+
+
+def gelanc_run(spec: Path, data: Path, out: Path, a, hyp: str | None) -> list[dict]:
+    if (rows := finished(gelanc_rows, out, a.epochs)) is not None:
+        return rows
     argv = [sys.executable, "-m", "gelanc", "train", str(spec), "--data", str(data), "--epochs", str(a.epochs),
             "--batch", str(a.batch), "--imgsz", str(a.imgsz), "--device", "cpu", "--out", str(out), "-q",
             "--no-plots", "--patience", str(10 * a.epochs), "--json"]
     if a.workers is not None:
         argv += ["--workers", str(a.workers)]
     if hyp is not None:
-        argv += ["--hyp", str(hyp)]
+        argv += ["--hyp", hyp]
+    if out.exists():
+        shutil.rmtree(out)  # an unfinished run of an earlier try
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    with (out / "results.csv").open() as f:
-        return [{"epoch": int(r["epoch"]), "map50": float(r["metrics/mAP50"]), "map": float(r["metrics/mAP50-95"]),
-                 "seconds": float(r["time_s"])} for r in csv.DictReader(f)]
+    return gelanc_rows(out)
 
 
 def ultralytics_run(python: str, data: Path, out: Path, a) -> list[dict]:
+    if (rows := finished(ultralytics_rows, out, a.epochs)) is not None:
+        return rows
     workers = a.workers if a.workers is not None else 2
     subprocess.run([python, "-c", ULTRALYTICS, str(data), str(a.epochs), str(a.batch), str(a.imgsz), str(workers),
                     str(out), a.ultralytics_model], check=True, stdout=subprocess.DEVNULL)
+    return ultralytics_rows(out)
+
+
+def ultralytics_rows(out: Path) -> list[dict]:
     rows, before = [], 0.0
     with (out / "run" / "results.csv").open() as f:
         for r in csv.DictReader(f):
@@ -98,7 +124,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, help="data workers of both (default: each tool's own)")
     ap.add_argument("--models", nargs="+", default=["gelan-t", "yolov9-t"])
     ap.add_argument("--recipes", nargs="+", default=["default", "reference"],
-                    help="gelanc's recipes: default (its defaults), reference (optimizer: SGD), or hyp files")
+                    help="gelanc's recipes: default (its defaults), reference (--hyp scratch-high), or hyp files")
     ap.add_argument("--ultralytics-python", help="the python of an environment with ultralytics (none: skip it)")
     ap.add_argument("--ultralytics-model", default="yolov9t.yaml")
     ap.add_argument("--out", default="runs/vs_ultralytics")
@@ -106,27 +132,19 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.data:
-        data = Path(a.data).resolve()
-    else:
-        from gelanc.data.synth import write
-
-        folder = out / f"synth{'-hard' if a.hard else ''}-{a.images}-{a.val}-{a.imgsz}"
-        data = folder / "data.yaml" if (folder / "data.yaml").is_file() else write(
-            folder, a.images, a.val, a.imgsz, seed=0, hard=a.hard)
-        data = data.resolve()
+    data = benchmark_data(a.data, out, a.images, a.val, a.imgsz, a.hard)
     runs: dict[str, list[dict]] = {}
     for recipe in a.recipes:
         hyp = None
         if recipe == "reference":
-            hyp = Path(tempfile.mkdtemp()) / "reference.yaml"
-            hyp.write_text("optimizer: SGD\n")
+            hyp = "scratch-high"  # the reference's recipe, built in
         elif recipe != "default":
-            hyp = Path(recipe)
+            hyp = str(Path(recipe).resolve())
         for model in a.models:
             name = f"gelanc {model}" + ("" if recipe == "default" else f" ({Path(recipe).stem})")
             print(f"training {name}…", file=sys.stderr, flush=True)
             runs[name] = gelanc_run(ROOT / "specs" / f"{model}.gel", data, out / name.replace(" ", "_"), a, hyp)
+            (out / "runs.json").write_text(json.dumps(runs, indent=1))  # what is done so far
     if a.ultralytics_python:
         name = f"ultralytics {Path(a.ultralytics_model).stem}"
         print(f"training {name}…", file=sys.stderr, flush=True)

@@ -168,7 +168,7 @@ def training_step(spec: Path, batch: int, imgsz: int, device: torch.device, quic
     from gelanc.train.optim import make_optimizer
     from gelanc.train.val import autocast
 
-    hyp = Hyp()
+    hyp = Hyp(optimizer="SGD")  # a step of the long runs a GPU is for
     model = gelanc.compile(spec, nc=80).to(device).train()
     h = heads(model)[0]
     loss_fn = DetectionLoss(h.nc, h.reg_max, h.strides, hyp)

@@ -785,8 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.set_defaults(func=cmd_data_synth)
 
     t = sub.add_parser("train", help="train a model on a YOLO dataset (default: the built-in synthetic set)",
-                       description="Train SPEC with the YOLOv9 recipe (hyp.scratch-high: SGD, warmup, EMA, "
-                                   "mosaic/mixup/affine/HSV/flip, TAL loss with PGI's aux head) and write "
+                       description="Train SPEC (warmup, EMA, mosaic/affine/HSV/flip, TAL loss with PGI's aux head; the "
+                                   "optimizer and augmentation strength fitted to the run's length, or the "
+                                   "reference's hyp.scratch-high with --hyp scratch-high) and write "
                                    "DIR/last.pt, best.pt, results.csv and results.png. Several GPUs: "
                                    "--device 0,1,… or torchrun --nproc_per_node N -m gelanc train ….")
     t.add_argument("spec", nargs="?", metavar="SPEC", help="the .gel model to train")
@@ -803,7 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, metavar="LAST.pt",
                    help="continue a run from its last.pt (default DIR/last.pt of --out)")
     t.add_argument("--seed", type=int, metavar="N", help="seed of weights, order and augmentation (default 0)")
-    t.add_argument("--hyp", metavar="FILE.yaml", help="hyper-parameters overriding hyp.scratch-high's")
+    t.add_argument("--hyp", metavar="FILE.yaml|RECIPE",
+                   help="a recipe (scratch-high: the reference's) or a YAML file of hyper-parameters changing "
+                        "the default's (a file of the reference's starts from scratch-high)")
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
     t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA (default auto)")

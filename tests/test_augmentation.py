@@ -97,3 +97,23 @@ def test_box_candidates_drop_slivers_and_mostly_cropped_boxes():
     before = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
     after = torch.tensor([[0.0, 0, 10, 10], [0, 0, 1.5, 10], [0, 0, 3, 3], [0, 0, 5, 5]])
     assert candidates(before, after, 1.0).tolist() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("change", [dict(translate=0.2), dict(scale=0.5), dict(mosaic=1.0, scale=0.5, translate=0.1)])
+def test_box_edges_sit_on_the_squares_edges_to_a_pixel(squares, change):
+    """Boxes and pixels share one map: each box's edges are the edges of its square's
+    pixels (bilinear sampling may blur them by a pixel), not half a box off."""
+    ds = AugmentedDataset(squares, 96, Hyp(**{**OFF, **change}), seed=5)
+    checked = 0
+    for i in range(len(ds)):
+        image, labels = ds[i][:2]
+        red = _red(image)
+        for x1, y1, x2, y2 in box_convert(labels[:, 1:] * 96, "cxcywh", "xyxy").tolist():
+            a, b, c, d = (max(0, round(y1) - 3), min(96, round(y2) + 3), max(0, round(x1) - 3), min(96, round(x2) + 3))
+            ys, xs = torch.nonzero(red[a:b, c:d], as_tuple=True)
+            if not len(ys):
+                continue
+            extent = [float(xs.min()) + c, float(ys.min()) + a, float(xs.max()) + c + 1, float(ys.max()) + a + 1]
+            assert max(abs(p - q) for p, q in zip(extent, (x1, y1, x2, y2))) <= 1.5, (extent, (x1, y1, x2, y2))
+            checked += 1
+    assert checked >= len(ds)

@@ -19,14 +19,43 @@ from gelanc.train.optim import (
 )
 
 
-def test_defaults_are_the_reference_recipe():
-    h = Hyp()
+def test_scratch_high_is_the_reference_recipe():
+    h = load_hyp("scratch-high")
+    assert h.optimizer == "SGD" and h.close_mosaic == 15  # the reference trainer's default, its README's flag
     assert (h.lr0, h.lrf, h.momentum, h.weight_decay) == (0.01, 0.01, 0.937, 0.0005)
     assert (h.warmup_epochs, h.warmup_momentum, h.warmup_bias_lr) == (3.0, 0.8, 0.1)
     assert (h.box, h.cls, h.dfl, h.aux_weight) == (7.5, 0.5, 1.5, 0.25)
     assert (h.topk, h.alpha, h.beta) == (10, 0.5, 6.0)
     assert (h.hsv_h, h.hsv_s, h.hsv_v, h.translate, h.scale, h.fliplr, h.mosaic, h.mixup) == (
         0.015, 0.7, 0.4, 0.1, 0.9, 0.5, 1.0, 0.15)
+
+
+def test_the_default_differs_from_the_reference_in_optimizer_and_augmentation_strength_only():
+    default, reference = Hyp().model_dump(), load_hyp("scratch-high").model_dump()
+    assert {k for k in default if default[k] != reference[k]} == {"optimizer", "scale", "mixup", "close_mosaic"}
+    assert (default["optimizer"], default["scale"], default["mixup"], default["close_mosaic"]) == ("auto", 0.5, 0.0, 10)
+    assert load_hyp("default") == Hyp() == load_hyp()
+
+
+def test_a_hyp_file_of_the_references_starts_from_its_recipe(tmp_path):
+    # as the reference's hyp.scratch-high.yaml is written: anchor-era keys, a perspective of 0,
+    # and dfl given twice (the first meant as obj; YAML keeps the last)
+    f = tmp_path / "hyp.scratch-high.yaml"
+    f.write_text("lr0: 0.01\nbox: 7.5\ncls: 0.5\ncls_pw: 1.0\ndfl: 0.7\nobj_pw: 1.0\ndfl: 1.5\niou_t: 0.20\n"
+                 "anchor_t: 5.0\nfl_gamma: 0.0\nscale: 0.9\nperspective: 0.0\nmixup: 0.15\ncopy_paste: 0.3\n")
+    assert load_hyp(f) == load_hyp("scratch-high")
+    f.write_text("perspective: 0.001\n")
+    with pytest.raises(HypError, match="perspective: Input should be less than or equal to 0"):
+        load_hyp(f)
+
+
+def test_an_unknown_recipe_names_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HypError, match=r"no such hyper-parameter file or recipe: scratch_high \(recipes: default, "
+                                       r"scratch-high\)"):
+        load_hyp("scratch_high")
+    (tmp_path / "scratch-high").write_text("lr0: 0.02\n")  # a file of that name is the file, not the recipe
+    assert load_hyp("scratch-high").lr0 == 0.02 and load_hyp("scratch-high").optimizer == "auto"
 
 
 def test_hyp_file_overrides_and_reference_keys_are_accepted(tmp_path):
@@ -50,11 +79,11 @@ def test_bad_hyp_files_are_located_errors(tmp_path, text, message):
         load_hyp(f)
 
 
-def test_mosaic_closes_for_the_last_epochs_scaled_to_the_run():
-    h = Hyp()
+def test_mosaic_closes_for_the_last_close_mosaic_epochs():
+    h = load_hyp("scratch-high")
     assert h.mosaic_epochs(500) == 485  # the reference: the last 15 of 500
-    assert h.mosaic_epochs(30) == 27  # a short run closes a tenth
-    assert h.mosaic_epochs(1) == 0
+    assert h.mosaic_epochs(30) == 15  # as the reference's --close-mosaic 15 would: no scaling to the run
+    assert h.mosaic_epochs(10) == 0
     assert Hyp(close_mosaic=0).mosaic_epochs(30) == 30
 
 
@@ -68,7 +97,7 @@ def test_weight_decay_only_on_conv_weights():
     assert [p.shape for p in g["decay"]] == [m[0].weight.shape, m[2].weight.shape]
     assert [p.shape for p in g["bn"]] == [m[1].weight.shape]
     assert [p.shape for p in g["bias"]] == [m[1].bias.shape, m[2].bias.shape]
-    opt = make_optimizer(m, batch=16, hyp=Hyp())
+    opt = make_optimizer(m, batch=16, hyp=Hyp(optimizer="SGD"))
     decays = [grp["weight_decay"] for grp in opt.param_groups]
     assert decays[:2] == [0.0, 0.0] and decays[2] == pytest.approx(0.0005)  # 16 × 4 accumulated = 64
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.937
@@ -82,7 +111,7 @@ def test_fixed_parameters_are_not_optimised():
 
 
 def test_schedule_warms_up_then_decays_linearly():
-    h = Hyp()
+    h = Hyp(optimizer="SGD")
     m = _tiny()
     opt = make_optimizer(m, 16, h)
     warm = warmup_iterations(10, h)
@@ -131,7 +160,7 @@ def test_auto_picks_adamw_for_short_runs_and_sgd_for_long_ones():
     assert short.momentum == 0.9 and short.warmup_bias_lr == 0.0
     long = resolve(h, AUTO_STEPS + 1, nc=5)
     assert (long.optimizer, long.lr0, long.momentum) == ("SGD", 0.01, 0.937)
-    assert resolve(Hyp(), 10, nc=5) == Hyp()  # a concrete choice stays as it is
+    assert resolve(Hyp(optimizer="SGD"), 10, nc=5) == Hyp(optimizer="SGD")  # a concrete choice stays as it is
 
 
 def test_adamw_has_the_three_groups_and_its_warmup_ramps_beta1():

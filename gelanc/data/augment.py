@@ -24,6 +24,8 @@ is no mixup. Each such file is listed in the sample's ``skipped``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -129,23 +131,21 @@ class AugmentedDataset(Dataset):
     # ---- geometric and colour augmentation --------------------------------------------
 
     def affine(self, image: torch.Tensor, classes: torch.Tensor, xyxy: torch.Tensor, g: torch.Generator):
-        """Random rotation, scale, shear and translation about the canvas centre, then
-        the central S×S (a 2S mosaic canvas is cropped to S, as the reference's border)."""
+        """Random rotation, scale, shear and translation about the canvas centre, drawn
+        straight onto the S×S output (a 2S mosaic canvas is cropped to its centre, as the
+        reference's border does): sampling only the output's pixels is a quarter of the
+        work of transforming the whole canvas and cropping it after."""
         h = self.hyp
         s = self.size
-        _, H, W = image.shape
         angle = uniform(g, -h.degrees, h.degrees)
         scale = uniform(g, 1 - h.scale, 1 + h.scale)
         shear = [uniform(g, -h.shear, h.shear), uniform(g, -h.shear, h.shear)]
         translate = [round(uniform(g, -h.translate, h.translate) * s), round(uniform(g, -h.translate, h.translate) * s)]
-        img = TF.affine(tv_tensors.Image(image), angle=angle, translate=translate, scale=scale, shear=shear,
-                        interpolation=TF.InterpolationMode.BILINEAR, fill=GREY)
-        bb = TF.affine(boxes_of(xyxy, H, W), angle=angle, translate=translate, scale=scale, shear=shear)
-        if (H, W) != (s, s):
-            img, bb = TF.center_crop(img, [s, s]), TF.center_crop(bb, [s, s])
-        bb = TF.clamp_bounding_boxes(bb).as_subclass(torch.Tensor)
+        m = affine_matrix(image.shape[1:], s, angle, scale, shear, translate)
+        img = warp(image, m, s)
+        bb = TF.clamp_bounding_boxes(boxes_of(transform_boxes(xyxy, m), s, s)).as_subclass(torch.Tensor)
         keep = candidates(xyxy, bb, scale)
-        return img.as_subclass(torch.Tensor), classes[keep], bb[keep]
+        return img, classes[keep], bb[keep]
 
     def hsv(self, image: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Hue shifted by ±hsv_h of the colour wheel, saturation and value scaled by
@@ -197,6 +197,53 @@ class AugmentedDataset(Dataset):
         cxcywh = box_convert(xyxy, "xyxy", "cxcywh") / s
         labels = torch.cat([classes.view(-1, 1).float(), cxcywh.float()], 1)
         return Sample(image.contiguous(), labels, str(self.split.images[i]), tuple(failed))
+
+
+def affine_matrix(shape: tuple[int, int], size: int, angle: float, scale: float, shear: list[float],
+                  translate: list[int]) -> torch.Tensor:
+    """The 3×3 map from a (H, W) canvas's coordinates to the size×size output's: the
+    canvas centre to the origin, rotation by ``angle`` and zoom by ``scale`` (degrees,
+    counter-clockwise on screen), shear (degrees in x and y), then the origin to the
+    output's centre moved by ``translate`` pixels. Coordinates are continuous, pixel k
+    spanning [k, k + 1], so boxes and pixels move alike."""
+    H, W = shape
+    a = math.radians(angle)
+    centre = torch.tensor([[1.0, 0, -W / 2], [0, 1, -H / 2], [0, 0, 1]], dtype=torch.float64)
+    c, s_ = math.cos(a) * scale, math.sin(a) * scale
+    rotate = torch.tensor([[c, s_, 0], [-s_, c, 0], [0, 0, 1]], dtype=torch.float64)
+    shear_m = torch.tensor([[1, math.tan(math.radians(shear[0])), 0], [math.tan(math.radians(shear[1])), 1, 0],
+                            [0, 0, 1]], dtype=torch.float64)
+    place = torch.tensor([[1.0, 0, size / 2 + translate[0]], [0, 1, size / 2 + translate[1]], [0, 0, 1]],
+                         dtype=torch.float64)
+    return place @ shear_m @ rotate @ centre
+
+
+def warp(image: torch.Tensor, m: torch.Tensor, size: int) -> torch.Tensor:
+    """The uint8 (3, H, W) image mapped by ``m`` onto a size×size grey canvas (bilinear)."""
+    _, H, W = image.shape
+    # where each output pixel's centre comes from, in the canvas's coordinates, then in
+    # grid_sample's [-1, 1] (align_corners=False: -1 and 1 are the canvas's outer edges)
+    inverse = torch.linalg.inv(m)
+    to_unit = torch.tensor([[2 / W, 0, -1], [0, 2 / H, -1], [0, 0, 1]], dtype=torch.float64)
+    from_unit = torch.tensor([[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1]], dtype=torch.float64)
+    theta = (to_unit @ inverse @ from_unit)[:2].float()
+    grid = torch.nn.functional.affine_grid(theta[None], [1, 3, size, size], align_corners=False)
+    # grey outside the canvas: sample the difference from grey, which zero padding leaves at 0
+    shifted = image[None].float() - GREY
+    out = torch.nn.functional.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out[0] + GREY).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def transform_boxes(xyxy: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Each box's four corners mapped by ``m``; the box around them (as the reference)."""
+    if not len(xyxy):
+        return xyxy.reshape(0, 4).float()
+    x1, y1, x2, y2 = xyxy.double().unbind(1)
+    corners = torch.stack([torch.stack([x1, y1]), torch.stack([x2, y1]), torch.stack([x1, y2]),
+                           torch.stack([x2, y2])])  # (4, 2, n)
+    mapped = torch.einsum("ij,kjn->kin", m[:2, :2], corners) + m[:2, 2, None]
+    lo, hi = mapped.amin(0), mapped.amax(0)  # (2, n)
+    return torch.stack([lo[0], lo[1], hi[0], hi[1]], 1).to(xyxy.dtype if xyxy.is_floating_point() else torch.float32)
 
 
 def beta(g: torch.Generator, a: float = 32.0) -> float:

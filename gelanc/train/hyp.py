@@ -1,10 +1,17 @@
-"""The training recipe: the reference's ``hyp.scratch-high.yaml``, validated.
+"""The training recipe: gelanc's default, the reference's ``hyp.scratch-high``, or a file.
 
-Every field has the reference's value as its default, so ``Hyp()`` is the recipe the
-paper's models were trained with; a ``--hyp FILE`` YAML overrides any subset. Unknown
-keys are an error (a misspelt ``mixup`` must not be silently ignored), except the
-reference's anchor-era keys, which are accepted and ignored so that its own
-hyp files load unchanged.
+The default is the reference's recipe with ultralytics' choices where those learn faster
+on small data and short runs (docs/train.md, "Why this default", and the measurements in
+docs/benchmarks.md): ``optimizer: auto`` — AdamW fitted to the class count for a run of
+under 10,000 optimizer steps, the reference's SGD beyond — ultralytics' augmentation
+strength (scale ±0.5, no mixup) and mosaic closed for the last 10 epochs. The reference's own
+recipe is one flag away: ``--hyp scratch-high`` (:data:`RECIPES`), or the reference's
+own ``hyp.scratch-high.yaml``, which is recognised by its anchor-era keys and starts
+from that recipe, as the reference's trainer would run it.
+
+A ``--hyp FILE`` YAML overrides any subset of the fields. Unknown keys are an error (a
+misspelt ``mixup`` must not be silently ignored), except the reference's anchor-era
+keys, which are accepted and ignored so that its own hyp files load unchanged.
 """
 
 from __future__ import annotations
@@ -14,15 +21,25 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# keys of the reference's hyp files that this loss (anchor-free, no objectness) has no use for
+# keys of the reference's hyp files that this loss (anchor-free, no objectness) has no use for;
+# copy_paste needs segment labels, which a box dataset has not (the reference skips it for them too)
 IGNORED = ("obj", "obj_pw", "cls_pw", "iou_t", "anchor_t", "fl_gamma", "label_smoothing", "copy_paste", "anchors")
+
+# The reference's recipe as changes to gelanc's default: data/hyps/hyp.scratch-high.yaml with
+# the reference trainer's own defaults for what the file does not say (--optimizer SGD) and
+# the --close-mosaic 15 of its README's training commands.
+SCRATCH_HIGH = {"optimizer": "SGD", "scale": 0.9, "mixup": 0.15, "close_mosaic": 15}
+
+# what --hyp NAME means
+RECIPES: dict[str, dict] = {"default": {}, "scratch-high": SCRATCH_HIGH}
+
 
 class Hyp(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # optimisation
     optimizer: Literal["SGD", "AdamW", "auto"] = Field(
-        "SGD", description="SGD (nesterov, the reference's), AdamW, or auto: AdamW with a learning rate fitted "
+        "auto", description="SGD (nesterov, the reference's), AdamW, or auto: AdamW with a learning rate fitted "
                            "to the class count for runs of under 10,000 optimizer steps, SGD for longer ones "
                            "(ultralytics' rule)")
     lr0: float = Field(0.01, gt=0, description="initial learning rate (SGD and AdamW; auto sets its own)")
@@ -60,14 +77,15 @@ class Hyp(BaseModel):
     hsv_v: float = Field(0.4, ge=0, le=1, description="value gain")
     degrees: float = Field(0.0, ge=0, le=180, description="rotation, ± degrees")
     translate: float = Field(0.1, ge=0, le=0.5, description="translation, ± fraction of the image")
-    scale: float = Field(0.9, ge=0, lt=1, description="scale gain: zoom in 1 ± scale")
+    scale: float = Field(0.5, ge=0, lt=1, description="scale gain: zoom in 1 ± scale")
     shear: float = Field(0.0, ge=0, le=90, description="shear, ± degrees")
+    perspective: float = Field(0.0, ge=0, le=0, description="perspective warp: not supported (the reference's "
+                                                            "own files say 0)")
     flipud: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
     fliplr: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     mosaic: float = Field(1.0, ge=0, le=1, description="probability of a 4-image mosaic")
-    mixup: float = Field(0.15, ge=0, le=1, description="probability of mixing in a second mosaic")
-    close_mosaic: int = Field(15, ge=0, description="epochs at the end without mosaic or mixup "
-                                                    "(at most 10% of a shorter run)")
+    mixup: float = Field(0.0, ge=0, le=1, description="probability of mixing in a second mosaic")
+    close_mosaic: int = Field(10, ge=0, description="epochs at the end without mosaic or mixup")
 
     @model_validator(mode="before")
     @classmethod
@@ -77,11 +95,9 @@ class Hyp(BaseModel):
         return data
 
     def mosaic_epochs(self, epochs: int) -> int:
-        """The epochs that use mosaic: all but the last ``close_mosaic``, which a short run
-        scales down to a tenth of its length (15 of the reference's 500 epochs is 3%;
-        a 30-epoch run on the synthetic set closes 3)."""
-        closed = min(self.close_mosaic, max(1, round(0.1 * epochs))) if self.close_mosaic else 0
-        return max(0, epochs - closed)
+        """The epochs that use mosaic: all but the last ``close_mosaic`` (as the reference's
+        ``--close-mosaic`` and ultralytics close it)."""
+        return max(0, epochs - self.close_mosaic)
 
 
 class HypError(Exception):
@@ -89,9 +105,22 @@ class HypError(Exception):
 
 
 def load_hyp(path: str | Path | None = None, **overrides) -> Hyp:
-    """The recipe from a YAML file (any subset of :class:`Hyp`'s fields) and ``overrides``,
-    or the defaults."""
+    """The recipe named ``path`` (:data:`RECIPES`), or the default changed by a YAML file's
+    fields (any subset of :class:`Hyp`'s), then by ``overrides``.
+
+    A file with the reference's anchor-era keys (``obj``, ``anchor_t`` …) was written for
+    the reference's trainer: it starts from the reference's recipe, not gelanc's default."""
     from gelanc.yamlfile import read_mapping, validate
 
-    raw = read_mapping(path, HypError, "hyper-parameter") if path is not None else {}
-    return validate(Hyp, {**raw, **overrides}, HypError, str(path or "hyper-parameters"))
+    base: dict = {}
+    raw: dict = {}
+    if path is not None and str(path) in RECIPES and not Path(path).exists():
+        base = RECIPES[str(path)]
+    elif path is not None:
+        if not Path(path).exists() and not str(path).endswith((".yaml", ".yml")):
+            raise HypError(f"no such hyper-parameter file or recipe: {path} (recipes: {', '.join(RECIPES)})")
+        raw = read_mapping(path, HypError, "hyper-parameter")
+        if any(k in raw for k in IGNORED if k != "copy_paste"):
+            base = SCRATCH_HIGH
+    return validate(Hyp, {**base, **raw, **overrides}, HypError, str(path or "hyper-parameters"))
+
