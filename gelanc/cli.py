@@ -334,13 +334,15 @@ def _train_args_unchecked(args):
         flags["amp"] = args.amp
     if args.val_graph is not None:
         flags["val"] = args.val_graph
+    if args.cache is not None:
+        flags["cache"] = args.cache
     if args.resume:
         if args.spec and args.spec.endswith((".pt", ".pth")) and args.resume is True:
             args.resume = args.spec
         path = Path(args.resume if args.resume is not True else Path(args.out or ".") / "last.pt")
         # a resumed run keeps its settings; where it runs, and for how long, may change
         keep = {k: v for k, v in given.items() if k in ("device", "workers", "epochs", "patience")}
-        keep.update({k: v for k, v in flags.items() if k == "plots"})
+        keep.update({k: v for k, v in flags.items() if k in ("plots", "cache")})
         return resume_args(path, **keep, progress=not args.quiet), path
     if not args.spec:
         raise UserError("train needs a SPEC (a .gel file), or --resume LAST.pt")
@@ -807,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hyp", metavar="FILE.yaml|RECIPE",
                    help="a recipe (scratch-high: the reference's) or a YAML file of hyper-parameters changing "
                         "the default's (a file of the reference's starts from scratch-high)")
+    t.add_argument("--cache", choices=["auto", "ram", "off"],
+                   help="decode the training images once and keep them in memory at the training size (auto, the "
+                        "default: when they take under a quarter of the memory available; ram: under a half)")
     t.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact resume)")
     t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
     t.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision on CUDA (default auto)")

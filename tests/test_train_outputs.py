@@ -89,3 +89,16 @@ def test_the_time_of_a_resumed_run_covers_every_session(data, tmp_path, monkeypa
 def test_default_workers_fit_the_machine_and_the_batch(monkeypatch, batch, ranks, cpus, expected):
     monkeypatch.setattr(loop.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     assert default_workers(batch, ranks) == expected
+
+
+@pytest.mark.parametrize("mode, logged", [("auto", "image cache: 4 images, 0 MB in memory"),
+                                          ("off", "image cache: off")])
+def test_a_run_says_whether_it_caches_its_images(data, tmp_path, monkeypatch, capsys, mode, logged):
+    validate, _ = scripted([0.1])
+    monkeypatch.setattr(loop, "validate", validate)
+    made = []
+    real = loop.image_cache
+    monkeypatch.setattr(loop, "image_cache", lambda *a: made.append(real(*a)) or made[-1])
+    train(args(data, tmp_path / "run", epochs=1, cache=mode))
+    assert logged in capsys.readouterr().err
+    assert (made[0] is not None) == (mode == "auto")

@@ -32,6 +32,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2 import functional as TF
 
+from gelanc.data.cache import ImageCache, resized_shape
 from gelanc.data.dataset import Sample, Scan, letterbox, unreadable
 from gelanc.data.image import ImageError, read_rgb
 from gelanc.train.hyp import Hyp
@@ -70,6 +71,7 @@ class AugmentedDataset(Dataset):
         self.split, self.size, self.hyp, self.seed = split, size, hyp, seed
         self.epoch = 0
         self.use_mosaic = True  # the trainer turns mosaic and mixup off for the last epochs
+        self.cache: ImageCache | None = None  # decoded images (gelanc.data.cache), when the trainer makes one
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -79,23 +81,29 @@ class AugmentedDataset(Dataset):
 
     # ---- loading ------------------------------------------------------------------
 
+    def resized(self, i: int) -> torch.Tensor:
+        """Image i, its longer side S: from the cache when it holds it (a view, never
+        written to), else decoded; an ImageError when it cannot be decoded."""
+        cached = self.cache.get(i) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        image = read_rgb(self.split.images[i])
+        _, h, w = image.shape
+        return TF.resize(image, list(resized_shape(h, w, self.size)), antialias=True)
+
     def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image i resized so its longer side is S: (3, h, w) uint8, classes (n,), boxes (n, 4) xyxy pixels;
         an ImageError when it cannot be decoded."""
-        image = read_rgb(self.split.images[i])
-        _, h, w = image.shape
-        r = self.size / max(h, w)
-        nh, nw = max(1, round(h * r)), max(1, round(w * r))
-        image = TF.resize(image, [nh, nw], antialias=True)
+        image = self.resized(i)
+        _, nh, nw = image.shape
         labels = self.split.labels[i]
         xyxy = box_convert(labels[:, 1:5] * torch.tensor([nw, nh, nw, nh]), "cxcywh", "xyxy")
         return image, labels[:, 0].clone(), xyxy
 
     def letterboxed(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Image i on an S×S grey canvas (as validation sees it); an ImageError when it cannot be decoded."""
-        image = read_rgb(self.split.images[i])
         labels = self.split.labels[i]
-        image, cxcywh = letterbox(image, labels[:, 1:5], self.size)
+        image, cxcywh = letterbox(self.resized(i), labels[:, 1:5], self.size)
         return image, labels[:, 0].clone(), box_convert(cxcywh * self.size, "cxcywh", "xyxy")
 
     def mosaic(self, i: int, g: torch.Generator, failed: list[tuple[str, str]]

@@ -61,6 +61,7 @@ class TrainArgs(BaseModel):
     val: Literal["deploy", "train"] = "deploy"
     progress: bool = True
     plots: bool = True  # the curves, confusion matrix, labels and validation images at the end of the run
+    cache: Literal["auto", "ram", "off"] = "auto"  # decoded training images in memory (gelanc.data.cache)
 
     @field_validator("params")
     @classmethod
@@ -602,6 +603,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     per_rank = args.batch // w.size
     workers = args.workers if args.workers is not None else default_workers(per_rank, w.size)
     train_set = AugmentedDataset(data.train, args.imgsz, hyp, seed=args.seed)
+    train_set.cache = image_cache(train_set, args, w, workers)
     sampler = DistributedSampler(train_set, num_replicas=w.size, rank=w.rank, shuffle=True, seed=args.seed)
     loader = DataLoader(train_set, batch_size=per_rank, sampler=sampler, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=False)
@@ -708,6 +710,25 @@ def _saved_hyp(raw: dict, path: Path) -> Hyp:
         return Hyp.model_validate(raw)
     except ValidationError as e:
         raise CheckpointError(f"{path}: its recipe is damaged ({e.errors()[0]['msg']})") from None
+
+
+def image_cache(train_set, args: TrainArgs, w: ddp.World, workers: int):
+    """The training images decoded once (:mod:`gelanc.data.cache`), or None; the decision is logged."""
+    from gelanc.data.cache import ImageCache, plan
+
+    images = train_set.split.images
+    sizes, note = plan(args.cache, images, args.imgsz, w.size, workers)
+    cache = None
+    if sizes is not None:
+        progress = iter
+        if w.main and args.progress:
+            from tqdm import tqdm
+
+            progress = functools.partial(tqdm, desc="caching images", unit="image", leave=False, file=sys.stderr,
+                                         dynamic_ncols=True)
+        cache = ImageCache.fill(images, sizes, train_set.resized, progress)
+    log(w, note)
+    return cache
 
 
 def validate(ema_module, graph: str, loader, names, device, amp, progress, loss_fn=None) -> dict:
