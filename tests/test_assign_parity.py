@@ -86,7 +86,7 @@ def head_maps(seed: int, images: int = 3) -> list[torch.Tensor]:
 
 
 def loss_and_grads(preds, targets, assigner=None, ties="reference"):
-    fn = DetectionLoss(NC, REG_MAX, STRIDES, Hyp(assign_ties=ties))
+    fn = DetectionLoss(NC, REG_MAX, STRIDES, Hyp(assign_ties=ties, assign_min_side=0.0))  # the reference's rule
     if assigner is not None:
         fn.assigner = assigner
     loss, terms = fn(preds, targets)

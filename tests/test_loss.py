@@ -159,6 +159,26 @@ def test_fg_anchors_lie_inside_their_object_and_padding_is_ignored():
     assert bool((tscores.sum(-1)[fg] <= 1 + 1e-6).all())
 
 
+def test_a_box_smaller_than_the_stride_takes_candidates_from_a_grown_box():
+    """A 3-px object between the centres of a stride-8 grid: no anchor lies inside it, so
+    the reference's rule gives it nothing to learn from; grown to 16 px about its centre
+    (ultralytics' rule) it has the four anchors around it, which learn its own box."""
+    anchors = grid(8, stride=8.0)  # centres at 4, 12, 20, …
+    tiny = torch.tensor([[[6.5, 6.5, 9.5, 9.5]]])
+    pred = torch.tensor([6.0, 6.0, 10.0, 10.0]).expand(1, 64, 4)  # every anchor predicts about the object
+    scores = torch.full((1, 64, 2), 0.5)
+    args = (scores, pred, anchors, torch.zeros(1, 1, 1), tiny, torch.ones(1, 1, 1))
+    assert not TaskAlignedAssigner(2, topk=10, min_side=0.0)(*args)[3].any()
+    _, boxes, tscores, fg, _ = TaskAlignedAssigner(2, topk=10, min_side=16.0)(*args)
+    assert sorted(anchors[fg[0]].tolist()) == [[4.0, 4.0], [4.0, 12.0], [12.0, 4.0], [12.0, 12.0]]
+    assert torch.equal(boxes[fg], tiny[0].expand(4, 4))  # the object's own box is the target
+    assert float(tscores[fg].sum()) > 0
+    big = torch.tensor([[[2.0, 2.0, 30.0, 30.0]]])  # a box over the floor is not changed by it
+    a = TaskAlignedAssigner(2, min_side=0.0)(scores, pred, anchors, torch.zeros(1, 1, 1), big, torch.ones(1, 1, 1))
+    b = TaskAlignedAssigner(2, min_side=16.0)(scores, pred, anchors, torch.zeros(1, 1, 1), big, torch.ones(1, 1, 1))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_no_objects_at_all():
     out = TaskAlignedAssigner(3)(torch.rand(2, 5, 3), torch.rand(2, 5, 4), torch.rand(5, 2), torch.zeros(2, 0, 1),
                                  torch.zeros(2, 0, 4), torch.zeros(2, 0, 1))

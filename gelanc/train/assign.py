@@ -1,7 +1,10 @@
 """The TaskAlignedAssigner (TOOD; the reference's ``utils/tal/assigner.py``): which anchors
 learn which object, and how strongly.
 
-For each object the candidates are the anchors whose centre lies strictly inside its box.
+For each object the candidates are the anchors whose centre lies strictly inside its box
+— a box grown about its centre to ``min_side`` pixels where it is narrower or lower (0:
+the reference, which leaves a box smaller than the finest stride with one candidate or
+none; ultralytics grows it to its middle stride, 16).
 Among them the ``topk`` with the highest alignment ``score^α · CIoU^β`` are positive
 (score: the predicted probability of the object's class; CIoU of the predicted box with
 the object's, clamped at 0). An anchor claimed by several objects goes to the object its
@@ -70,6 +73,15 @@ def centres_inside(anchors: torch.Tensor, gt: torch.Tensor, eps: float = 1e-9) -
     return (x - x1 > eps) & (y - y1 > eps) & (x2 - x > eps) & (y2 - y > eps)
 
 
+def grown(gt: torch.Tensor, min_side: float) -> torch.Tensor:
+    """xyxy boxes (…, 4) with each side under ``min_side`` widened to it about the box's centre."""
+    if not min_side:
+        return gt
+    centre, size = (gt[..., :2] + gt[..., 2:]) / 2, gt[..., 2:] - gt[..., :2]
+    size = size.clamp(min=min_side)
+    return torch.cat([centre - size / 2, centre + size / 2], -1)
+
+
 def ciou_where(mask: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """(B, M, A): CIoU clamped at 0 of the (object, anchor) pairs ``mask`` selects — gt
     (B, M, 4) and pred (B, A, 4) xyxy — and 0 elsewhere. Only those pairs are computed:
@@ -89,11 +101,11 @@ class TaskAlignedAssigner:
     """
 
     def __init__(self, num_classes: int, topk: int = 10, alpha: float = 0.5, beta: float = 6.0,
-                 eps: float = 1e-9, ties: str = "reference"):
+                 eps: float = 1e-9, ties: str = "reference", min_side: float = 0.0):
         if ties not in ("reference", "selecting"):
             raise ValueError(f"ties must be 'reference' or 'selecting', not {ties!r}")
         self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
-        self.ties = ties
+        self.ties, self.min_side = ties, min_side
 
     @torch.no_grad()
     def __call__(self, pd_scores: torch.Tensor, pd_bboxes: torch.Tensor, anc_points: torch.Tensor,
@@ -115,7 +127,8 @@ class TaskAlignedAssigner:
         anchors, gt_boxes = anc_points.float(), gt_bboxes.float()
         labels = gt_labels.long().view(b, m)
 
-        candidate = centres_inside(anchors, gt_boxes) & mask_gt.view(b, m, 1).bool()  # (B, M, A)
+        # only the candidates come from the grown box; the overlaps are the object's own box's
+        candidate = centres_inside(anchors, grown(gt_boxes, self.min_side)) & mask_gt.view(b, m, 1).bool()
         iou = ciou_where(candidate, gt_boxes, boxes)  # (B, M, A), 0 off the candidates
         metric = self._alignment(scores, labels, iou, candidate)
         pos = self._topk(metric, candidate)

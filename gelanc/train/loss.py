@@ -126,9 +126,9 @@ class DetectionLoss:
     def __init__(self, nc: int, reg_max: int, strides: list[float], hyp: Hyp | None = None):
         hyp = hyp or Hyp()
         self.nc, self.reg_max, self.strides, self.hyp = nc, reg_max, [float(s) for s in strides], hyp
-        self.assigner = TaskAlignedAssigner(nc, topk=hyp.topk, alpha=hyp.alpha, beta=hyp.beta, ties=hyp.assign_ties)
-        self.coarse = TaskAlignedAssigner(nc, topk=hyp.aux_topk, alpha=hyp.alpha, beta=hyp.beta,
-                                          ties=hyp.assign_ties)
+        rule = dict(alpha=hyp.alpha, beta=hyp.beta, ties=hyp.assign_ties, min_side=hyp.assign_min_side)
+        self.assigner = TaskAlignedAssigner(nc, topk=hyp.topk, **rule)
+        self.coarse = TaskAlignedAssigner(nc, topk=hyp.aux_topk, **rule)
 
     def __call__(self, preds, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """preds: the model's train output; targets (N, 6): image, class, cx, cy, w, h
