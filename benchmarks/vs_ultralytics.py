@@ -122,7 +122,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--imgsz", type=int, default=320)
     ap.add_argument("--workers", type=int, help="data workers of both (default: each tool's own)")
-    ap.add_argument("--models", nargs="+", default=["gelan-t", "yolov9-t"])
+    ap.add_argument("--models", nargs="+", default=["gelan-t", "yolov9-t"],
+                    help="zoo names or .gel files (benchmarks/gelan-t-detect.gel: gelan-t with ultralytics' head)")
     ap.add_argument("--recipes", nargs="+", default=["default", "reference"],
                     help="gelanc's recipes: default (its defaults), reference (--hyp scratch-high), or hyp files")
     ap.add_argument("--ultralytics-python", help="the python of an environment with ultralytics (none: skip it)")
@@ -141,9 +142,11 @@ def main() -> None:
         elif recipe != "default":
             hyp = str(Path(recipe).resolve())
         for model in a.models:
+            spec = Path(model) if model.endswith(".gel") else ROOT / "specs" / f"{model}.gel"
+            model = spec.stem
             name = f"gelanc {model}" + ("" if recipe == "default" else f" ({Path(recipe).stem})")
             print(f"training {name}…", file=sys.stderr, flush=True)
-            runs[name] = gelanc_run(ROOT / "specs" / f"{model}.gel", data, out / name.replace(" ", "_"), a, hyp)
+            runs[name] = gelanc_run(spec, data, out / name.replace(" ", "_"), a, hyp)
             (out / "runs.json").write_text(json.dumps(runs, indent=1))  # what is done so far
     if a.ultralytics_python:
         name = f"ultralytics {Path(a.ultralytics_model).stem}"
