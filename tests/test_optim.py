@@ -30,12 +30,10 @@ def test_scratch_high_is_the_reference_recipe():
         0.015, 0.7, 0.4, 0.1, 0.9, 0.5, 1.0, 0.15)
 
 
-def test_the_default_differs_from_the_reference_in_optimizer_augmentation_and_small_objects_only():
+def test_the_default_differs_from_the_reference_in_optimizer_and_augmentation_strength_only():
     default, reference = Hyp().model_dump(), load_hyp("scratch-high").model_dump()
-    assert {k for k in default if default[k] != reference[k]} == {"optimizer", "scale", "mixup", "close_mosaic",
-                                                                  "assign_min_side"}
+    assert {k for k in default if default[k] != reference[k]} == {"optimizer", "scale", "mixup", "close_mosaic"}
     assert (default["optimizer"], default["scale"], default["mixup"], default["close_mosaic"]) == ("auto", 0.5, 0.0, 10)
-    assert (default["assign_min_side"], reference["assign_min_side"]) == (16.0, 0.0)
     assert load_hyp("default") == Hyp() == load_hyp()
 
 

@@ -4,8 +4,7 @@ The default is the reference's recipe with ultralytics' choices where those lear
 on small data and short runs (docs/train.md, "Why this default", and the measurements in
 docs/benchmarks.md): ``optimizer: auto`` — AdamW fitted to the class count for a run of
 under 10,000 optimizer steps, the reference's SGD beyond — ultralytics' augmentation
-strength (scale ±0.5, no mixup), mosaic closed for the last 10 epochs, and ultralytics'
-floor of 16 px on the box a small object's candidate anchors come from. The reference's own
+strength (scale ±0.5, no mixup) and mosaic closed for the last 10 epochs. The reference's own
 recipe is one flag away: ``--hyp scratch-high`` (:data:`RECIPES`), or the reference's
 own ``hyp.scratch-high.yaml``, which is recognised by its anchor-era keys and starts
 from that recipe, as the reference's trainer would run it.
@@ -29,7 +28,7 @@ IGNORED = ("obj", "obj_pw", "cls_pw", "iou_t", "anchor_t", "fl_gamma", "label_sm
 # The reference's recipe as changes to gelanc's default: data/hyps/hyp.scratch-high.yaml with
 # the reference trainer's own defaults for what the file does not say (--optimizer SGD) and
 # the --close-mosaic 15 of its README's training commands.
-SCRATCH_HIGH = {"optimizer": "SGD", "scale": 0.9, "mixup": 0.15, "close_mosaic": 15, "assign_min_side": 0.0}
+SCRATCH_HIGH = {"optimizer": "SGD", "scale": 0.9, "mixup": 0.15, "close_mosaic": 15}
 
 # what --hyp NAME means
 RECIPES: dict[str, dict] = {"default": {}, "scratch-high": SCRATCH_HIGH}
@@ -69,7 +68,7 @@ class Hyp(BaseModel):
     aux_topk: int = Field(20, ge=1, description="with aux_assign: lead, the aux head's candidates per object "
                                                "(coarser than the lead's topk)")
     assign_min_side: float = Field(
-        16.0, ge=0, le=4096, description="an object narrower or lower than this many pixels takes its candidate "
+        0.0, ge=0, le=4096, description="an object narrower or lower than this many pixels takes its candidate "
                                          "anchors from a box of this side about its centre (ultralytics' rule: "
                                          "small objects get candidates); 0: the reference, its own box only")
     assign_ties: Literal["reference", "selecting"] = Field(
