@@ -78,12 +78,20 @@ def test_the_plan_is_bounded_by_the_memory_available(split, monkeypatch):
     sizes, note = plan("auto", split.images, 64, processes=2, workers=0)
     assert sum(sizes) == need and note.startswith(f"image cache: {len(split.images)} images")
     sizes, note = plan("auto", split.images, 64, processes=3, workers=0)  # 3 copies > a quarter
-    assert sizes is None and "would not fit in 1/4 of the" in note
+    assert sizes is None and "1/4 of the" in note and "over 3 processes" in note
     assert plan("ram", split.images, 64, processes=3, workers=0)[0] is not None  # but in a half
     monkeypatch.setattr(cache_mod, "available_memory", lambda: 2 * need - 2)
     sizes, note = plan("ram", split.images, 64, processes=1, workers=0)
-    assert sizes is None and "would not fit in 1/2 of the" in note
+    assert sizes is None and "1/2 of the" in note
     assert plan("off", split.images, 64, processes=1, workers=0) == (None, "image cache: off")
+
+
+def test_a_dataset_over_the_budget_stops_reading_headers_early(split, monkeypatch):
+    read = []
+    monkeypatch.setattr(cache_mod, "header_bytes", lambda p, size: read.append(p) or 10_000)
+    monkeypatch.setattr(cache_mod, "available_memory", lambda: 4 * 25_000)
+    assert plan("auto", split.images * 1000, 64, processes=1, workers=0)[0] is None
+    assert len(read) == 3  # 30,000 bytes is past the 25,000 budget: the rest are never opened
 
 
 def test_no_cache_where_workers_would_each_get_a_copy(split, monkeypatch):

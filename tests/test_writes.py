@@ -35,17 +35,24 @@ def listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs: a real full disk (ENOSPC from the kernel), where mounting is permitted."""
-    folder = tmp_path / "full"
+def mount_tmpfs(folder: Path, options: str) -> None:
+    """A 64 KiB tmpfs (with ``options``) mounted on ``folder``; the test is skipped where
+    mounting is not permitted."""
     folder.mkdir()
     try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=64k{options}", "tmpfs", str(folder)],
+                           capture_output=True)
     except OSError:
         pytest.skip("no mount command")
     if r.returncode != 0:
         pytest.skip("mounting a tmpfs is not permitted here")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (ENOSPC from the kernel), where mounting is permitted."""
+    folder = tmp_path / "full"
+    mount_tmpfs(folder, "")
     yield folder
     gc.collect()
     # "target is busy" here would mean a write left a file open on the full disk
@@ -299,18 +306,13 @@ def read_only(tmp_path):
     """A folder nothing can be written in: a read-only tmpfs (even root cannot write there),
     or, for another user, a folder without write permission."""
     folder = tmp_path / "ro"
-    folder.mkdir()
     if hasattr(os, "geteuid") and os.geteuid() != 0:
+        folder.mkdir()
         folder.chmod(0o555)
         yield folder
         folder.chmod(0o755)
         return
-    try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True)
-    except OSError:
-        pytest.skip("no mount command")
-    if r.returncode != 0:
-        pytest.skip("mounting a tmpfs is not permitted here")
+    mount_tmpfs(folder, ",ro")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
 

@@ -117,9 +117,15 @@ def plan(mode: str, images: list[Path], size: int, processes: int, workers: int)
     method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_start_method()
     if workers and method != "fork":
         return None, f"image cache: off (data workers start by {method}, each would hold a copy)"
-    sizes = [header_bytes(p, size) for p in images]
-    need, have = sum(sizes) * processes, available_memory()
-    if need > have // SHARE[mode]:
-        return None, (f"image cache: off ({need / 2**30:.1f} GB of images at {size} px would not fit in "
-                      f"1/{SHARE[mode]} of the {have / 2**30:.1f} GB available)")
-    return sizes, f"image cache: {len(images)} images, {sum(sizes) / 2**20:.0f} MB in memory"
+    have = available_memory()
+    budget = have // SHARE[mode] // max(1, processes)
+    sizes: list[int] = []
+    total = 0
+    for p in images:  # headers only, and no further than the budget: a large dataset stops early
+        sizes.append(header_bytes(p, size))
+        total += sizes[-1]
+        if total > budget:
+            return None, (f"image cache: off (the images at {size} px take over {budget / 2**30:.1f} GB, "
+                          f"1/{SHARE[mode]} of the {have / 2**30:.1f} GB available"
+                          + (f" over {processes} processes)" if processes > 1 else ")"))
+    return sizes, f"image cache: {len(images)} images, {total / 2**20:.0f} MB in memory"

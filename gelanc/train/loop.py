@@ -560,7 +560,7 @@ def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.dev
     out = Path(ddp.broadcast(str(out), w))
 
     # channels-last: oneDNN's and cuDNN's (tensor cores') fast layout for convolutions; about
-    # a tenth off a CPU training step (docs/benchmarks.md)
+    # a quarter off a CPU training step here (benchmarks/train_pipeline_speed.py)
     model.to(device, memory_format=torch.channels_last)
     ema = make_ema(model, hyp)
     if args.sync_bn and w.distributed:
