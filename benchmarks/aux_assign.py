@@ -7,33 +7,28 @@ docs/benchmarks.md records.
 
     python3 benchmarks/aux_assign.py [DATA.yaml] [--epochs 20] [--seeds 0 1] [--hard]
 
+A run finished before in the same --out is read back; an interrupted one continues.
 Without DATA.yaml it draws the built-in synthetic set (`--hard`: the harder one).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from bench_data import benchmark_data
+from bench_data import benchmark_data, gelanc_train
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(spec: Path, data: Path, out: Path, hyp: Path, seed: int, a) -> dict:
-    argv = [sys.executable, "-m", "gelanc", "train", str(spec), "--data", str(data), "--epochs", str(a.epochs),
-            "--batch", str(a.batch), "--imgsz", str(a.imgsz), "--device", a.device, "--seed", str(seed),
-            "--hyp", str(hyp), "--out", str(out), "--no-plots", "--patience", str(10 * a.epochs), "-q", "--json"]
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    with (out / "results.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    return {"map50": max(float(r["metrics/mAP50"]) for r in rows),
-            "map": max(float(r["metrics/mAP50-95"]) for r in rows),
-            "seconds": sum(float(r["time_s"]) for r in rows) / len(rows)}
+    rows = gelanc_train([str(spec), "--data", str(data), "--batch", str(a.batch), "--imgsz", str(a.imgsz),
+                         "--device", a.device, "--seed", str(seed), "--hyp", str(hyp), "--no-plots",
+                         "--patience", str(10 * a.epochs)], out, a.epochs)
+    return {"map50": max(r["map50"] for r in rows), "map": max(r["map"] for r in rows),
+            "seconds": sum(r["seconds"] for r in rows) / len(rows)}
 
 
 def main() -> None:
