@@ -14,7 +14,7 @@ RUN = """
 import time
 import torch
 import gelanc
-import gelanc.torch_fx  # imported up front: the timing is of compiling, not of importing
+import gelanc.backend.fx  # imported up front: the timing is of compiling, not of importing
 from gelanc.dsl.loader import library_root
 spec = library_root() / "specs" / "yolov9-e.gel"
 t = time.perf_counter()

@@ -22,7 +22,8 @@ ZOO = """
 import time
 t0 = time.perf_counter()
 from gelanc.dsl.loader import builtin_specs
-from gelanc.stats import compile_file, model_stats
+from gelanc.pipeline import compile_file
+from gelanc.stats import model_stats
 t1 = time.perf_counter()
 from gelanc.dsl.loader import load
 from gelanc.ir.lower import lower

@@ -21,31 +21,27 @@ def compile(spec, model: str | None = None, **params):  # noqa: A001 - the API's
     ``params`` override the model's parameters (``nc=20``); ``model`` picks one model
     of a file that defines several. Raises :class:`gelanc.diagnostics.GelError` on a
     bad spec."""
-    from gelanc.ir.lower import lower
-    from gelanc.passes.validate import validate
-    from gelanc.torch_fx import source_of, to_fx
+    from gelanc import pipeline
 
-    g = lower(source_of(spec), model, **params)
-    validate(g)
-    return to_fx(g)
+    return pipeline.module(pipeline.graph(pipeline.program(spec), model, **params))
 
 
 def deploy(module):
     """The inference module of a compiled one: aux branch removed, BN and RepConvN folded."""
-    from gelanc.torch_fx import deploy_module
+    from gelanc.backend.fx import deploy_module
 
     return deploy_module(module)
 
 
 def save(module, path, **extra):
     """Write a checkpoint embedding the `.gel` source beside the weights (atomically)."""
-    from gelanc.checkpoint import save as _save
+    from gelanc.backend.checkpoint import save as _save
 
     return _save(module, path, **extra)
 
 
 def load(path):
     """Rebuild a module from a checkpoint (read with ``torch.load(weights_only=True)``)."""
-    from gelanc.checkpoint import load as _load
+    from gelanc.backend.checkpoint import load as _load
 
     return _load(path)

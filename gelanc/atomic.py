@@ -35,12 +35,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
+from gelanc.errors import UserError
+
 TEMP_SUFFIX = ".gelanc-tmp"
 _RANDOM = r"[a-z0-9_]{8}"  # what tempfile puts between prefix and suffix
 _PREFIX_CHARS = 200  # of the target's name in a temporary name: 1 + 200 + 1 + 8 + 11 stays under NAME_MAX (255)
 
 
-class UnsafeTarget(OSError):
+class UnsafeTarget(OSError, UserError):
     """A write refused: the target is not a regular file, or it is one of the command's
     inputs (a user error: exit 2). Nothing was written and the target is unchanged."""
 
@@ -48,7 +50,7 @@ class UnsafeTarget(OSError):
         return f"refusing to write {self.filename}: {self.strerror}"
 
 
-class WriteError(OSError):
+class WriteError(OSError, UserError):
     """A write that failed (disk full, no permission, …); the target is as it was and
     nothing of the attempt is left."""
 
@@ -420,3 +422,13 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
     check_parent(path)
     check_target(path)
     check_not_input(path, inputs)
+
+
+def atomic_save(obj, path: str | Path) -> Path:
+    """torch.save, whole or not at all: a full disk or a refused target is a
+    :class:`gelanc.atomic.WriteError` / :class:`~gelanc.atomic.UnsafeTarget` (OSErrors)
+    and leaves the previous file. torch writes through a Python file (not a path): its
+    C++ writer reports a failed write of a path as an opaque RuntimeError."""
+    import torch
+
+    return atomic_dump(path, lambda f: torch.save(obj, f))

@@ -9,15 +9,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from gelanc.atomic import write_text
+from gelanc.errors import UserError
 
 EXIT_OK, EXIT_FAIL, EXIT_USER = 0, 1, 2
+# what `pip install gelanc[torch]` adds to the torch-free compiler (pyproject.toml)
+TORCH_EXTRA = {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "pycocotools", "tqdm", "matplotlib",
+               "PIL"}
 
 
-class UserError(Exception):
-    """A mistake in how gelanc was called (not in a spec): exit 2."""
+@contextmanager
+def _refused():
+    """A check before the work — a folder that is a file, an input given as the output,
+    what is not a regular file — as one user-error line, its reason as it is."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(str(e)) from None
+
+
+@contextmanager
+def _writing(target):
+    """A failed write of ``target`` as one user-error line: "cannot write TARGET: why"."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror or e}") from None
 
 
 def _specs(files: list[str]) -> list[Path]:
@@ -58,7 +78,7 @@ def _model_params(pairs: list[str]) -> dict:
 
 def cmd_check(args) -> int:
     from gelanc.diagnostics import GelError, render
-    from gelanc.stats import compile_file
+    from gelanc.pipeline import compile_file
 
     status, results = EXIT_OK, []
     for path in _specs(args.files):
@@ -83,7 +103,8 @@ def cmd_check(args) -> int:
 
 def cmd_stats(args) -> int:
     from gelanc.diagnostics import GelError, render
-    from gelanc.stats import compile_file, model_stats
+    from gelanc.pipeline import compile_file
+    from gelanc.stats import model_stats
 
     rows, status = [], EXIT_OK
     for path in _specs(args.files):
@@ -106,7 +127,7 @@ def cmd_stats(args) -> int:
 def _module(source: str, params: dict, train: bool = False):
     """A spec (compiled, freshly initialised) or a checkpoint (loaded): deploy graph unless ``train``."""
     import gelanc
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
 
     if source.endswith((".pt", ".pth")):
         if params:
@@ -126,7 +147,7 @@ def cmd_build(args) -> int:
     import json as _json
 
     from gelanc.atomic import UnsafeTarget, WriteError, check_folder, check_not_input, check_target, write_all
-    from gelanc.checkpoint import save
+    from gelanc.backend.checkpoint import save
     from gelanc.ir.graph import to_json
     from gelanc.stats import model_stats
 
@@ -174,15 +195,13 @@ def cmd_build(args) -> int:
 
 def cmd_export(args) -> int:
     from gelanc.atomic import check_output
-    from gelanc.export import FORMATS, export
+    from gelanc.backend.export import FORMATS, export
     from gelanc.passes.budget import check_input
     from gelanc.passes.shapes import check_size
 
     def check(path: Path) -> None:
-        try:  # refused before the export's work: a folder that is a file or read-only, an input, not a regular file
+        with _refused():  # before the export's work: a folder that is a file or read-only, an input, …
             check_output(path, [args.source])
-        except OSError as e:
-            raise UserError(str(e)) from None
 
     if args.output:  # before the model is even built
         check(Path(args.output))
@@ -193,10 +212,8 @@ def cmd_export(args) -> int:
     check(path)
     print(f"exporting {g.graph['model']} ({'train' if args.train else 'deploy'} graph) to {args.format}…",
           file=sys.stderr)
-    try:
+    with _writing(path):
         report = export(m, args.format, path, args.imgsz, dynamic=args.dynamic, half=args.half)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -209,8 +226,8 @@ def cmd_export(args) -> int:
 def cmd_viz(args) -> int:
     from gelanc.dsl.loader import suggest
     from gelanc.passes.deploy import deploy
-    from gelanc.stats import compile_file
-    from gelanc.viz import INSTALL_HINT, block_scopes, render, to_dot
+    from gelanc.pipeline import compile_file
+    from gelanc.tools.viz import INSTALL_HINT, block_scopes, render, to_dot
 
     g = compile_file(args.spec, **_model_params(args.set))[0]
     if args.deploy:
@@ -224,15 +241,11 @@ def cmd_viz(args) -> int:
         raise UserError(f"{path}: the picture must be .svg, .png, .pdf or .dot")
     from gelanc.atomic import check_output
 
-    try:
+    with _refused():
         check_output(path, [args.spec])  # before the drawing: a folder that is a file, the spec itself
-    except OSError as e:
-        raise UserError(str(e)) from None
     source = to_dot(g, args.imgsz, args.level, tuple(args.expand or ()))
-    try:
+    with _writing(path):
         written, rendered = render(source, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     if written != path:
         print(f"gelanc: warning: {INSTALL_HINT.replace('FILE', str(written.with_suffix('')))}", file=sys.stderr)
     print(f"wrote {written}")
@@ -241,7 +254,7 @@ def cmd_viz(args) -> int:
 
 def cmd_features(args) -> int:
     from gelanc.atomic import atomic_write, check_output
-    from gelanc.features import BUILTIN, DEFAULT_IMAGE, figure
+    from gelanc.tools.features import BUILTIN, DEFAULT_IMAGE, figure
 
     sources = args.sources or list(BUILTIN)
     for src in sources:
@@ -255,23 +268,19 @@ def cmd_features(args) -> int:
     if args.imgsz < 16 or args.width < 1:
         raise UserError("--imgsz must be at least 16 and --width at least 1")
     from gelanc.data.image import ImageError
-    from gelanc.features import load_image
+    from gelanc.tools.features import load_image
 
     try:
         load_image(image, args.imgsz)
     except ImageError as e:
         raise UserError(f"cannot read {image}: {e}") from None
     out = Path(args.output)
-    try:  # refused before the figure's work: a folder that is a file or read-only, an input, not a regular file
+    with _refused():  # before the figure's work: a folder that is a file or read-only, an input, …
         check_output(out, [image, *(s for s in sources if s not in BUILTIN)])
-    except OSError as e:
-        raise UserError(str(e)) from None
     picture, _ = figure(sources, image, args.depths, args.width, args.imgsz, args.seed, args.init,
                         progress=lambda name: print(f"running {name} to depth {args.depths[-1]}…", file=sys.stderr))
-    try:
+    with _writing(out):
         atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     print(f"wrote {out}")
     return EXIT_OK
 
@@ -285,10 +294,8 @@ def cmd_data_synth(args) -> int:
     out = Path(args.out)
     if out.is_symlink() or (out.exists() and not out.is_dir()):  # the new folder is renamed over it
         raise UserError(f"refusing to write {out}: it is not a folder (-o takes a new or empty folder)")
-    try:  # before drawing: the set is built beside the folder, in its parent, and renamed into place
+    with _refused():  # before drawing: the set is built beside the folder, in its parent, and renamed into place
         check_parent(out)
-    except OSError as e:
-        raise UserError(str(e)) from None
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 50 == 0:
@@ -396,7 +403,7 @@ def _checkpoint_model(path: str, graph: str):
     """A training checkpoint's EMA weights as the deploy graph, or the train graph; and
     the checkpoint's dict (read once)."""
     import gelanc
-    from gelanc.checkpoint import build, read
+    from gelanc.backend.checkpoint import build, read
 
     ckpt = read(path)
     m = build(ckpt, path)
@@ -411,9 +418,9 @@ def _checkpoint_model(path: str, graph: str):
 def _check_imgsz(m, imgsz) -> None:
     """A square size the network is built for and gelanc runs it at, or a user error
     (``imgsz`` may be a checkpoint's: see :func:`gelanc.passes.budget.check_run_size`)."""
+    from gelanc.backend.fx import ir_of
     from gelanc.diagnostics import GelError
     from gelanc.passes.budget import check_run_size
-    from gelanc.torch_fx import ir_of
 
     try:
         check_run_size(ir_of(m), imgsz)
@@ -438,9 +445,9 @@ def _device(spec: str | None):
 def cmd_val(args) -> int:
     from torch.utils.data import DataLoader
 
-    from gelanc.checkpoint import run_settings
+    from gelanc.backend.checkpoint import run_settings
+    from gelanc.backend.fx import heads
     from gelanc.data.dataset import YoloDataset, collate, skipped_note
-    from gelanc.torch_fx import heads
     from gelanc.train import ddp
     from gelanc.train.loop import default_data, load_data
     from gelanc.train.val import evaluate
@@ -493,10 +500,10 @@ def cmd_plot(args) -> int:
 
 def cmd_predict(args) -> int:
     from gelanc.atomic import check_folder
-    from gelanc.checkpoint import run_settings
-    from gelanc.fastpath import prepare
-    from gelanc.predict import as_json, check_out, draw, find_images, output_names, run, write_image
-    from gelanc.torch_fx import heads
+    from gelanc.backend.checkpoint import run_settings
+    from gelanc.backend.fx import heads
+    from gelanc.inference.fastpath import prepare
+    from gelanc.inference.predict import as_json, check_out, draw, find_images, output_names, run, write_image
 
     paths = find_images(args.sources)
     out = Path(args.out)
@@ -517,19 +524,15 @@ def cmd_predict(args) -> int:
     for path, image, det in run(fast, paths, imgsz, args.conf, args.iou, args.max_det):
         results.append(as_json(path, image, det, names))
         if not args.no_save:
-            try:
+            with _refused():
                 write_image(out / drawn[path], draw(image, det, names))
-            except OSError as e:
-                raise UserError(str(e)) from None
         if not args.json:
             found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in results[-1]["detections"][:8])
             more = len(results[-1]["detections"]) - 8
             print(f"{path}: {len(det)} detections" + (f": {found}" if found else "")
                   + (f" … (+{more})" if more > 0 else ""))
-    try:
+    with _refused():
         write_text(out / "predictions.json", json.dumps(results, indent=1))
-    except OSError as e:
-        raise UserError(str(e)) from None
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -539,7 +542,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from gelanc.bench import CPU_MODES, CUDA_MODES, report, run
+    from gelanc.tools.bench import CPU_MODES, CUDA_MODES, report, run
 
     device = _device(args.device)
     allowed = CUDA_MODES if device.type == "cuda" else CPU_MODES
@@ -552,10 +555,8 @@ def cmd_bench(args) -> int:
     if args.output:  # refused before the measurements, which take minutes
         from gelanc.atomic import check_output
 
-        try:
+        with _refused():
             check_output(args.output)
-        except OSError as e:
-            raise UserError(str(e)) from None
     progress = None if args.json else (lambda what: print(f"measuring {what}…", file=sys.stderr, flush=True))
     r = run(device, models, args.imgsz, tuple(args.batch) if args.batch else None,
             tuple(args.modes) if args.modes else None, args.train_batch, args.quick, progress)
@@ -583,15 +584,13 @@ def _zoo_spec(name: str) -> Path:
 
 def cmd_import_weights(args) -> int:
     import gelanc
-    from gelanc import refckpt
     from gelanc.atomic import check_not_input, check_output
-    from gelanc.refweights import load_reference, reference_state
+    from gelanc.interop import refckpt
+    from gelanc.interop.refweights import load_reference, reference_state
 
     out = Path(args.output or Path(args.checkpoint).with_suffix("").name + ".gelanc.pt")
-    try:  # before reading the checkpoint and building the model
+    with _refused():  # before reading the checkpoint and building the model
         check_output(out, [args.checkpoint, args.spec])
-    except OSError as e:
-        raise UserError(str(e)) from None
     ckpt = refckpt.read(args.checkpoint)
     state, info = reference_state(ckpt)
     params = _model_params(args.set)
@@ -601,11 +600,9 @@ def cmd_import_weights(args) -> int:
     load_reference(m, state, source=args.checkpoint)
     imported = m.meta["gelanc"]["imported"]
     extra = {"names": info["names"]} if "names" in info else {}
-    try:
+    with _writing(out):
         check_not_input(out, [args.checkpoint, args.spec])
         gelanc.save(m, out, **extra)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     summary = {"checkpoint": args.checkpoint, "spec": args.spec, "output": str(out),
                "layers": len(imported["layers"]), "dropped_layers": imported["dropped"],
                "tensors": len(m.state_dict())}
@@ -619,24 +616,19 @@ def cmd_import_weights(args) -> int:
 
 def cmd_export_weights(args) -> int:
     import gelanc
-    from gelanc.atomic import check_not_input, check_output
-    from gelanc.checkpoint import atomic_save
-    from gelanc.refweights import export_reference
+    from gelanc.atomic import atomic_save, check_not_input, check_output
+    from gelanc.interop.refweights import export_reference
 
-    try:  # before loading the checkpoint
+    with _refused():  # before loading the checkpoint
         check_output(args.output, [args.checkpoint])
-    except OSError as e:
-        raise UserError(str(e)) from None
     m = gelanc.load(args.checkpoint)
     if m.meta["gelanc"].get("deployed"):
         raise UserError(f"{args.checkpoint} holds a deploy graph (BatchNorm folded); the reference's layout "
                         f"needs the train graph's checkpoint")
     state = export_reference(m)
-    try:
+    with _writing(args.output):
         check_not_input(args.output, [args.checkpoint])
         atomic_save(state, args.output)
-    except OSError as e:
-        raise UserError(f"cannot write {args.output}: {e.strerror or e}") from None
     layers = sorted({int(k.split(".")[1]) for k in state})
     if args.json:
         print(json.dumps({"output": args.output, "tensors": len(state), "layers": layers}, indent=2))
@@ -647,22 +639,18 @@ def cmd_export_weights(args) -> int:
 
 def cmd_import_yaml(args) -> int:
     from gelanc.atomic import check_not_input, check_output
-    from gelanc.refyaml import convert_file
+    from gelanc.interop.refyaml import convert_file
     from gelanc.stats import model_stats
 
     out = args.output or Path(args.yaml).with_suffix(".gel").name
     if out != "-":
-        try:  # before the conversion
+        with _refused():  # before the conversion
             check_output(out, [args.yaml])
-        except OSError as e:
-            raise UserError(str(e)) from None
     c = convert_file(args.yaml, scale=args.scale, dialect=args.dialect, model_name=args.name)
     if out != "-":
-        try:
+        with _writing(out):
             check_not_input(out, [args.yaml])
             write_text(out, c.text)
-        except OSError as e:
-            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     stats = model_stats(c.graph)
     summary = {"yaml": args.yaml, "output": out, "model": c.model, "dialect": c.dialect, "layers": c.layers,
                "statements": c.statements, "aux_layers": c.aux_layers,
@@ -928,19 +916,6 @@ def _add_weight_commands(sub) -> None:
     iy.set_defaults(func=cmd_import_yaml)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The torch stage's user errors (bad checkpoint, data, hyper-parameters, run settings): exit 2."""
-    from gelanc.atomic import UnsafeTarget, WriteError
-    from gelanc.data.config import DataError
-    from gelanc.predict import SourceError
-    from gelanc.refweights import WeightsError
-    from gelanc.safeload import CheckpointError
-    from gelanc.train.hyp import HypError
-    from gelanc.train.loop import TrainError
-
-    return CheckpointError, DataError, SourceError, HypError, TrainError, WeightsError, UnsafeTarget, WriteError
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its failures become one line on stderr and an exit status."""
     from gelanc.interrupts import held_during_imports
@@ -968,18 +943,21 @@ def _run(argv: list[str] | None) -> int:
 
     try:
         return args.func(args)
-    except UserError as e:
-        print(f"gelanc: error: {e}", file=sys.stderr)
-        return EXIT_USER
-    except GelError as e:
+    except GelError as e:  # a UserError with a span: the located diagnostic
         print(render(e), file=sys.stderr)
+        return EXIT_USER
+    except UserError as e:  # every other error the input caused (gelanc/errors.py)
+        print(f"gelanc: error: {e}", file=sys.stderr)
         return EXIT_USER
     except (KeyboardInterrupt, BrokenPipeError):
         raise
-    except Exception as e:  # noqa: BLE001 - user errors of the torch stage by type; the rest is ours
-        if isinstance(e, _user_errors()):
-            print(f"gelanc: error: {e}", file=sys.stderr)
-            return EXIT_USER
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TORCH_EXTRA:
+            return _runtime_failure(e)
+        print(f"gelanc: error: '{args.command}' needs {e.name}, which the torch extra installs: "
+              f"pip install 'gelanc[torch]'", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:  # noqa: BLE001 - what is left is gelanc's own failure
         return _runtime_failure(e)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gelanc.errors import UserError
 from gelanc.limits import MAX_SPEC_BYTES
 
 
@@ -43,7 +44,7 @@ class Note:
 
 
 @dataclass
-class GelError(Exception):
+class GelError(UserError):
     """A located error in a user's spec (or in a value it passed down)."""
 
     message: str

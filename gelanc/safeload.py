@@ -39,6 +39,7 @@ from typing import IO, Any
 
 import torch
 
+from gelanc.errors import UserError
 from gelanc.limits import MAX_CHECKPOINT_BYTES, MAX_PICKLE_BYTES
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -46,7 +47,7 @@ LEGACY_PROTOCOL = 1001
 MAX_DIMS = 64  # torch's own limit on a tensor's dimensions
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A file that is not a readable checkpoint (a user error: exit 2)."""
 
 

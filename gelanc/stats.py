@@ -1,22 +1,18 @@
 """Stats: the train and deploy graphs' counts, side by side with the paper's.
 
-This is the pipeline up to (not including) torch: parse → lower → validate →
+The counting end of the pipeline (:mod:`gelanc.pipeline` gives the checked IR):
 infer shapes → count, then deploy transforms → infer → count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import networkx as nx
 
-from gelanc.dsl.loader import load
-from gelanc.ir.lower import lower
 from gelanc.passes.cost import Cost, Report, count
 from gelanc.passes.deploy import deploy
 from gelanc.passes.shapes import infer
-from gelanc.passes.validate import validate
 
 
 def parse_imgsz(text: str | int | tuple) -> tuple[int, int]:
@@ -30,21 +26,6 @@ def parse_imgsz(text: str | int | tuple) -> tuple[int, int]:
         raise ValueError(f"image size must be N or HxW, got '{text}'")
     h, w = (int(parts[0]), int(parts[-1]))
     return (h, w)
-
-
-def compile_file(path: str | Path, **params) -> list[nx.DiGraph]:
-    """Every model a spec file defines, lowered and validated."""
-    return compile_program(load(path), **params)
-
-
-def compile_program(prog, **params) -> list[nx.DiGraph]:
-    """Every model a loaded :class:`~gelanc.dsl.loader.Program` defines, lowered and validated."""
-    graphs = []
-    for name in prog.own_models:
-        g = lower(prog, name, **params)
-        validate(g)
-        graphs.append(g)
-    return graphs  # at least one: the loader refuses a file that defines no model
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 
 import gelanc
 from gelanc.cli import main
-from gelanc.fastpath import prepare
+from gelanc.inference.fastpath import prepare
 
 NOBN = Path(__file__).parent / "specs" / "nobn.gel"
 SPECS = Path(gelanc.__file__).resolve().parent.parent / "specs"

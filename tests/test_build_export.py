@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import gelanc
+from gelanc.backend.export import export
 from gelanc.cli import main
 from gelanc.dsl.loader import library_root
-from gelanc.export import export
 
 SPECS = library_root() / "specs"
 
@@ -79,7 +79,7 @@ def test_export_cli_errors_and_no_partial_files(tmp_path, capsys):
     def failing_check(*a, **k):
         raise RuntimeError("simulated exporter failure")
 
-    import gelanc.export as ex
+    import gelanc.backend.export as ex
     monkey = pytest.MonkeyPatch()
     monkey.setattr(ex, "_torchscript", failing_check)
     try:
@@ -143,7 +143,7 @@ def test_export_on_a_full_disk_keeps_the_previous_file_and_leaves_nothing_beside
 
 
 def test_an_export_that_fails_its_check_keeps_the_previous_file(tmp_path, monkeypatch):
-    import gelanc.export as ex
+    import gelanc.backend.export as ex
 
     target = tmp_path / "m.torchscript"
     target.write_bytes(b"the previous export")
@@ -163,7 +163,7 @@ def test_export_cli_on_a_full_disk_is_one_line(tmp_path, capsys, disk_fills_afte
 
 
 def test_export_to_a_symlink_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
-    import gelanc.export as ex
+    import gelanc.backend.export as ex
 
     victim = tmp_path / "victim"
     victim.write_text("precious")
@@ -234,7 +234,7 @@ def test_an_onnx_export_with_external_data_is_refused_not_half_kept(tmp_path, mo
 
 
 def test_an_absurd_width_is_a_located_error_before_any_allocation(tmp_path, capsys, monkeypatch):
-    from gelanc import torch_fx
+    from gelanc.backend import fx as torch_fx
 
     spec = tmp_path / "wide.gel"
     spec.write_text("model wide() {\n    x = input(3)\n    y = conv2d(x, 20000, 3)\n"

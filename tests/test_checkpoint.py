@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gelanc
-from gelanc.checkpoint import CheckpointError, read
+from gelanc.backend.checkpoint import CheckpointError, read
 from gelanc.dsl.loader import library_root
 
 SPECS = library_root() / "specs"

@@ -9,7 +9,8 @@ this pass, not from gelanc.
 import pytest
 
 from gelanc.dsl.loader import library_root
-from gelanc.stats import compile_file, model_stats
+from gelanc.pipeline import compile_file
+from gelanc.stats import model_stats
 
 REFERENCE = {
     #  model      train params  train GFLOPs  deploy params  deploy GFLOPs

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from gelanc.cli import main
-from gelanc.features import BUILTIN, DEFAULT_IMAGE, colourise, feature_maps, load_image, spec_path
+from gelanc.tools.features import BUILTIN, DEFAULT_IMAGE, colourise, feature_maps, load_image, spec_path
 
 
 def test_stacks_return_their_taps():
@@ -43,7 +43,7 @@ def test_the_two_initialisations_have_their_papers_spreads():
     and PyTorch's default (YOLOv9's code, for CSPNet and GELAN), told apart by the spread
     of a 3×3 conv's weights: He std √(2 / (9·C_out)), default √(1 / (3·9·C_in))."""
     import gelanc
-    from gelanc.features import INITS
+    from gelanc.tools.features import INITS
 
     torch.manual_seed(0)
     m = gelanc.compile(spec_path("plainnet"), depth=2, taps=[2], width=64)
@@ -58,7 +58,7 @@ def test_the_two_initialisations_have_their_papers_spreads():
 def test_the_figure_initialises_resnet_by_he_and_gelan_by_default():
     """--init auto: the ResNet row is He-initialised, the GELAN row PyTorch's default;
     --init default gives both the default."""
-    from gelanc.features import figure
+    from gelanc.tools.features import figure
 
     image = load_image(DEFAULT_IMAGE, 32)
     maps = {init: {name: feature_maps(spec_path(name), image, [3], 8, seed=0, init=init)[0]

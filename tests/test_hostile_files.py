@@ -24,7 +24,7 @@ from gelanc.data.coco import read_coco, scan_coco
 from gelanc.data.config import DataError, load_data_config
 from gelanc.data.dataset import Scan, check_out_folder, image_files, load_split, scan
 from gelanc.diagnostics import GelError
-from gelanc.refyaml import convert_file
+from gelanc.interop.refyaml import convert_file
 from gelanc.train.hyp import HypError, load_hyp
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")

@@ -12,7 +12,8 @@ from gelanc.passes.cost import count
 from gelanc.passes.deploy import deploy, fold_bn, merge_parallel_convs, strip_aux
 from gelanc.passes.shapes import infer, max_stride
 from gelanc.passes.validate import validate
-from gelanc.stats import compile_file, model_stats
+from gelanc.pipeline import compile_file
+from gelanc.stats import model_stats
 
 SPECS = library_root() / "specs"
 
@@ -63,7 +64,7 @@ def test_fold_bn_and_merge_on_repconv():
     assert ops == ["input", "conv2d", "silu"]
     conv = next(d for _, d in m.nodes(data=True) if d["op"] == "conv2d")
     assert (conv["attrs"].k, conv["attrs"].bias) == (3, True)
-    assert set(conv["origin"]) == {f"RepConvN.{n}" for n in ("conv1.conv", "conv1.bn", "conv2.conv", "conv2.bn", "add")}
+    assert conv["folds"] == (("RepConvN.conv1.conv", "RepConvN.conv1.bn"), ("RepConvN.conv2.conv", "RepConvN.conv2.bn"))
     # 3×3 + 1×1 + 2 BN (16×8×9 + 16×8 + 4×16) → one 3×3 with bias (16×8×9 + 16)
     sh = infer(m, (32, 32))
     assert count(m, sh).total.params == 16 * 8 * 9 + 16
@@ -142,16 +143,59 @@ def test_validate_accepts_tiny_graph():
 
 
 def test_validate_finds_cycle():
+    """Each graph below is well formed but for its cycle (every arity and position right),
+    so only the cycle check can refuse it."""
     g = _tiny()
-    g.add_edge("b", "a", uses=((1, 0),))
-    with pytest.raises(GelError, match="inputs|cycle"):
+    g.remove_edge("x", "a")
+    g.add_edge("b", "a", uses=((0, 0),))  # a ⇄ b; x is left unread, which is checked after cycles
+    with pytest.raises(GelError, match="cycle in the graph: "):
         validate(g)
     g = _tiny()
     add_node(g, "c", "add", REGISTRY["add"].attrs(), [Ref("b"), Ref("b")], branch="main")
     g.add_edge("c", "a", uses=((0, 0),))
     g.remove_edge("x", "a")
-    with pytest.raises(GelError, match="cycle"):
+    with pytest.raises(GelError, match="cycle in the graph: "):
         validate(g)
+
+
+def test_validate_finds_gaps_in_argument_positions():
+    """An add whose two inputs sit at positions 0 and 2: the arity is right, the call is not."""
+    g = _tiny()
+    add_node(g, "c", "add", REGISTRY["add"].attrs(), [Ref("a"), Ref("b")], branch="main")
+    g.edges["b", "c"]["uses"] = ((2, 0),)
+    g.graph["outputs"] = [Ref("c")]
+    with pytest.raises(GelError, match="gaps in its argument positions"):
+        validate(g)
+    g.edges["b", "c"]["uses"] = ((1, 0),)
+    validate(g)
+
+
+@pytest.mark.parametrize("size", [8, 10, 14])
+@pytest.mark.parametrize("op", ["maxpool", "avgpool"])
+def test_pool_shape_honours_ceil_mode(op, size):
+    """The pooling shape rule against PyTorch's own output, floor and ceil (sizes the stride
+    divides, as an input must be, where a 3-window at stride 2 leaves an odd remainder)."""
+    import torch
+
+    for ceil in (False, True):
+        prog = load_text(f"model m() {{ x = input(4)\n return {op}(x, 3, 2, 0, ceil_mode = {str(ceil).lower()}) }}",
+                         "t.gel")
+        g = lower(prog)
+        shapes = infer(g, (size, size + 2))
+        pool = getattr(torch.nn, {"maxpool": "MaxPool2d", "avgpool": "AvgPool2d"}[op])(3, 2, 0, ceil_mode=ceil)
+        want = tuple(pool(torch.zeros(1, 4, size, size + 2)).shape[1:])
+        assert shapes[g.graph["outputs"][0].node][0] == want, (op, size, ceil)
+
+
+def test_make_divisible_rounds_up_to_the_divisor():
+    """The reference's make_divisible (math.ceil(x / d) * d), through a spec's widths."""
+    import math
+
+    for x, d in ((30, 8), (32, 8), (33.5, 8), (100 * 0.25, 8), (7, 16)):
+        prog = load_text(f"model m() {{ x = input(3)\n return conv2d(x, make_divisible({x}, {d}), 1) }}", "t.gel")
+        g = lower(prog)
+        conv = next(a for _, op, a in ((n, d_["op"], d_["attrs"]) for n, d_ in g.nodes(data=True)) if op == "conv2d")
+        assert conv.c2 == math.ceil(x / d) * d and conv.c2 % d == 0 and conv.c2 >= x
 
 
 def test_validate_finds_dead_node_and_aux_feeding_main():
@@ -178,3 +222,26 @@ def test_edges_keep_argument_order_and_repeats():
     add_node(g, "c", "concat", REGISTRY["concat"].attrs(), [Ref("b"), Ref("a"), Ref("b")], branch="main")
     assert inputs(g, "c") == [Ref("b"), Ref("a"), Ref("b")]
     assert infer(g, None)["c"] == [(24, None, None)]
+
+
+@pytest.mark.parametrize("size, k", [(2, 3), (1, 3), (4, 5), (3, 5)])
+def test_a_window_that_does_not_fit_is_a_located_error(size, k):
+    """A k×k window without padding over a smaller map has no output (PyTorch refuses it):
+    an output of exactly 0 as much as a negative one."""
+    g = lower(load_text(f"model m() {{ x = input(3)\n return conv2d(x, 8, {k}, p = 0) }}", "t.gel"))
+    with pytest.raises(GelError, match=f"a {k}×{k} window with stride 1 and padding 0 does not fit in size {size}"):
+        infer(g, (size, size))
+    infer(g, (k, k))  # the window just fits: a 1×1 output
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+def test_upsample_shape_and_cost_follow_its_scale(scale):
+    """The zoo only upsamples by 2: other factors, against PyTorch's own output shape."""
+    import torch
+
+    g = lower(load_text(f"model m() {{ x = input(5)\n return upsample(x, {scale}) }}", "t.gel"))
+    shapes = infer(g, (8, 12))
+    out = g.graph["outputs"][0].node
+    want = tuple(torch.nn.Upsample(scale_factor=scale)(torch.zeros(1, 5, 8, 12)).shape[1:])
+    assert shapes[out][0] == want
+    assert count(g, shapes).total.macs == 5 * 8 * scale * 12 * scale  # thop: one op per output element

@@ -20,12 +20,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import gelanc
-from gelanc.checkpoint import save
+from gelanc.backend.checkpoint import save
+from gelanc.backend.fx import heads
 from gelanc.cli import main
 from gelanc.data.dataset import YoloDataset, collate
 from gelanc.data.synth import CLASSES, write
 from gelanc.dsl.loader import library_root
-from gelanc.torch_fx import heads
 from gelanc.train import ddp, plots, results
 from gelanc.train.loop import load_data
 from gelanc.train.loss import DetectionLoss

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gelanc.data.dataset import letterbox
-from gelanc.postprocess import nms, unletterbox
+from gelanc.inference.postprocess import nms, unletterbox
 
 
 def predictions(rows: list[tuple[float, float, float, float, list[float]]]) -> torch.Tensor:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gelanc import refckpt
-from gelanc.refckpt import Record, UnsafePickle
+from gelanc.interop import refckpt
+from gelanc.interop.refckpt import Record, UnsafePickle
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from torch import nn
 import gelanc
 from gelanc.cli import main
 from gelanc.dsl.loader import builtin_specs, library_root
-from gelanc.refweights import WeightsError, export_reference, load_reference
+from gelanc.interop.refweights import WeightsError, export_reference, load_reference
 
 SPECS = library_root() / "specs"
 ZOO = [p for p in builtin_specs() if not p.stem.startswith("gelan-s-")]
@@ -144,8 +144,8 @@ def test_a_yolov9_checkpoint_imported_against_gelan_keeps_the_main_branch(size):
     assert torch.equal(_outputs(gelan), _outputs(yolov9))  # eval: the main head's predictions
     imported = gelan.meta["gelanc"]["imported"]
     assert imported["dropped"]  # the aux branch's layers
-    from gelanc.refweights import units
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
+    from gelanc.interop.refweights import units
 
     g = ir_of(yolov9)
     aux = {u.name for u in units(yolov9) if u.tensors and u.name != "head"

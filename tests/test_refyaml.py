@@ -19,9 +19,10 @@ import yaml
 import gelanc
 from gelanc.cli import main
 from gelanc.diagnostics import GelError
-from gelanc.refweights import export_reference, load_reference
-from gelanc.refyaml import convert
-from gelanc.stats import compile_file, model_stats
+from gelanc.interop.refweights import export_reference, load_reference
+from gelanc.interop.refyaml import convert
+from gelanc.pipeline import compile_file
+from gelanc.stats import model_stats
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 
@@ -402,7 +403,7 @@ def test_what_a_model_yaml_may_ask_for_is_bounded_at_its_row(tmp_path, capsys, t
 
 
 def test_a_model_yaml_over_its_byte_bound_is_refused_before_parsing(tmp_path, capsys, monkeypatch):
-    import gelanc.refyaml as refyaml
+    import gelanc.interop.refyaml as refyaml
 
     monkeypatch.setattr(refyaml, "compose", lambda text: pytest.fail("parsed a file over the bound"))
     text = _rows([CONV] * 2300)  # 2,300 rows of 30 bytes: over 64 KiB, under the reader's 1 MiB

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gelanc import atomic
-from gelanc.checkpoint import read
+from gelanc.backend.checkpoint import read
 from gelanc.cli import main
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root

@@ -21,10 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gelanc
-from gelanc import refckpt, safeload
-from gelanc.checkpoint import CheckpointError, read
+from gelanc import safeload
+from gelanc.backend.checkpoint import CheckpointError, read
 from gelanc.cli import main
 from gelanc.diagnostics import GelError
+from gelanc.interop import refckpt
 
 NOBN = "tests/specs/nobn.gel"
 
@@ -323,7 +324,7 @@ model huge(nc: int = 2) {
 
 
 def test_an_embedded_spec_cannot_ask_for_more_weights_than_the_file_holds(tmp_path, gelanc_ckpt, monkeypatch):
-    from gelanc import torch_fx
+    from gelanc.backend import fx as torch_fx
 
     def spec(c):
         c["meta"].update(model="huge", root="huge.gel", sources={"huge.gel": HUGE_SPEC}, links={}, params={})
@@ -502,7 +503,7 @@ def test_a_tensor_expanded_from_one_value_is_refused(tmp_path):
 
 def test_views_of_one_storage_are_counted_once(tmp_path, gelanc_ckpt, monkeypatch):
     """A file can repeat views of one storage: the values it holds are what is stored."""
-    from gelanc import torch_fx
+    from gelanc.backend import fx as torch_fx
 
     def spec(c):
         big = torch.zeros(100_000)

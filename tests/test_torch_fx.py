@@ -8,12 +8,12 @@ import thop
 import torch
 
 import gelanc
+from gelanc.backend.fx import ir_of
 from gelanc.dsl.loader import library_root
 from gelanc.passes.cost import count
 from gelanc.passes.deploy import deploy
 from gelanc.passes.shapes import infer
-from gelanc.stats import compile_file
-from gelanc.torch_fx import ir_of
+from gelanc.pipeline import compile_file
 
 SPECS = library_root() / "specs"
 ZOO = [f"{f}-{s}" for f in ("gelan", "yolov9") for s in "tsmce"]
@@ -181,7 +181,7 @@ def test_torch_compile_captures_whole_graph():
 def test_detect_decodes_half_precision_maps_in_float32():
     """bf16 keeps 8 significant bits: a coordinate near 1000 px would be rounded to 4 px.
     The decode runs in float32, so half-precision maps give the float32 boxes."""
-    from gelanc.torch_fx import Detect
+    from gelanc.backend.fx import Detect
 
     det = Detect(nc=3, reg_max=16, strides=[8.0, 16.0, 32.0]).eval()
     gen = torch.Generator().manual_seed(0)
@@ -190,3 +190,27 @@ def test_detect_decodes_half_precision_maps_in_float32():
     y_full, _ = det(*[m.float() for m in maps])
     assert y_half.dtype == torch.float32
     assert torch.allclose(y_half[:, :4], y_full[:, :4], atol=0.05)
+
+
+@pytest.mark.parametrize("k, dilation", [(3, 1), (3, 2), (5, 1), (3, 3)])
+@torch.no_grad()
+def test_parallel_convs_merge_whenever_the_1x1_is_the_centre_tap(k, dilation):
+    """A k×k conv (its padding centring it) beside a 1×1 on the same input merges into one
+    conv — RepConvN's 3×3, but also a dilated or a 5×5 one — and the deploy module computes
+    what the train module does, BatchNorms folded in."""
+    src = f"""model m() {{
+    x = input(4)
+    a = batchnorm(conv2d(x, 8, {k}, dilation = {dilation}))
+    b = batchnorm(conv2d(x, 8, 1))
+    return a + b
+}}"""
+    torch.manual_seed(0)
+    m = gelanc.compile(src).eval()
+    randomise_bn(m)
+    d = gelanc.deploy(m).eval()
+    ops = [data["op"] for _, data in deploy(ir_of(m)).nodes(data=True)]
+    assert ops == ["input", "conv2d"], ops
+    x = torch.rand(2, 4, 20, 24)
+    y, yd = m(x), d(x)
+    y, yd = (y[0], yd[0]) if isinstance(y, (tuple, list)) else (y, yd)
+    assert (y - yd).abs().max() <= 1e-5 * y.abs().max()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gelanc.checkpoint import read
+from gelanc.backend.checkpoint import read
 from gelanc.cli import main
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root
@@ -112,7 +112,7 @@ def test_yolov9_trains_both_heads_and_its_deploy_graph_scores_as_the_main_head(d
     out = tmp_path / "v9"
     run = train(args(data, out, spec=str(SPECS / "yolov9-t.gel"), epochs=2))
     import gelanc
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
 
     torch.manual_seed(0)  # the run's initial weights
     init = gelanc.compile(SPECS / "yolov9-t.gel", nc=4).state_dict()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gelanc.checkpoint import read
+from gelanc.backend.checkpoint import read
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root
 from gelanc.train import loop

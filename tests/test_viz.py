@@ -8,8 +8,8 @@ import pytest
 from gelanc.cli import main
 from gelanc.dsl.loader import library_root
 from gelanc.passes.deploy import deploy
-from gelanc.stats import compile_file
-from gelanc.viz import render, to_dot, units
+from gelanc.pipeline import compile_file
+from gelanc.tools.viz import render, to_dot, units
 
 SPECS = library_root() / "specs"
 ZOO = [f"{f}-{s}" for f in ("gelan", "yolov9") for s in "tsmce"]

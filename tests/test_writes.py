@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import gelanc
-import gelanc.checkpoint
+import gelanc.backend.checkpoint
 from gelanc import atomic
 from gelanc.atomic import UnsafeTarget, WriteError
 from gelanc.cli import main
@@ -76,7 +76,7 @@ def device_node(tmp_path):
 
 WRITERS = {
     "text": lambda p: atomic.write_text(p, "new"),
-    "torch.save": lambda p: gelanc.checkpoint.atomic_save({"x": torch.zeros(3)}, p),
+    "torch.save": lambda p: gelanc.backend.checkpoint.atomic_save({"x": torch.zeros(3)}, p),
     "copy": lambda p: atomic.atomic_copy(Path(__file__), p),
 }
 
@@ -237,7 +237,7 @@ def test_a_failed_streamed_write_leaves_the_old_file_and_no_temporary(tmp_path, 
     target.write_bytes(b"old")
     disk_fills_after(after=100)
     with pytest.raises(WriteError) as e:
-        gelanc.checkpoint.atomic_save({"x": torch.zeros(1000)}, target)
+        gelanc.backend.checkpoint.atomic_save({"x": torch.zeros(1000)}, target)
     assert str(e.value) == f"cannot write {target}: {os.strerror(errno.ENOSPC)}"
     assert e.value.errno == errno.ENOSPC
     assert target.read_bytes() == b"old" and listing(tmp_path) == ["out.pt"]
@@ -250,7 +250,7 @@ def test_real_full_disk_every_writer(full_disk, tmp_path):
     elsewhere.write_bytes(os.urandom(1 << 17))
     writers = {
         "keep.txt": lambda p: atomic.write_text(p, big),
-        "a.pt": lambda p: gelanc.checkpoint.atomic_save({"x": torch.zeros(1 << 15)}, p),
+        "a.pt": lambda p: gelanc.backend.checkpoint.atomic_save({"x": torch.zeros(1 << 15)}, p),
         # a writer handed a path: torch's C++ writer fails with a RuntimeError, reported as ENOSPC
         "b.pt": lambda p: atomic.atomic_write(p, lambda tmp: torch.save({"x": torch.zeros(1 << 15)}, tmp)),
         "c.bin": lambda p: atomic.atomic_copy(elsewhere, p),
@@ -294,7 +294,7 @@ def test_a_ctrl_c_inside_torch_save_stays_a_ctrl_c(tmp_path, monkeypatch):
 
     monkeypatch.setattr(atomic._Sink, "_write_some", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        gelanc.checkpoint.atomic_save({"a": torch.zeros(100_000), "b": torch.ones(1000)}, target)
+        gelanc.backend.checkpoint.atomic_save({"a": torch.zeros(100_000), "b": torch.ones(1000)}, target)
     assert calls[0] == 3 and target.read_bytes() == b"old" and listing(tmp_path) == ["last.pt"]
 
 

@@ -25,6 +25,7 @@ is no mixup. Each such file is listed in the sample's ``skipped``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
@@ -35,7 +36,9 @@ from torchvision.transforms.v2 import functional as TF
 from gelanc.data.cache import ImageCache, resized_shape
 from gelanc.data.dataset import Sample, Scan, letterbox, unreadable
 from gelanc.data.image import ImageError, read_rgb
-from gelanc.train.hyp import Hyp
+
+if TYPE_CHECKING:  # the recipe's type only: the training layer sits above the data
+    from gelanc.train.hyp import Hyp
 
 GREY = 114
 

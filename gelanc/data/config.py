@@ -23,8 +23,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from gelanc.errors import UserError
 
-class DataError(Exception):
+
+class DataError(UserError):
     """An invalid data.yaml or dataset: a user error (exit 2), raised before any training."""
 
 

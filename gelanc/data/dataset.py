@@ -258,7 +258,7 @@ def cached(cache: Path | None, key: str, build: Callable[[], tuple[Scan, list[st
             return found
     out, names = build()
     if cache is not None:
-        from gelanc.checkpoint import atomic_save
+        from gelanc.atomic import atomic_save
 
         entry = {"key": key, "images": [str(p) for p in out.images], "labels": out.labels, "problems": out.problems,
                  "counts": out.counts, "names": list(names)}

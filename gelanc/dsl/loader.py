@@ -272,7 +272,7 @@ def _link(root: _Source, resolve: Callable[[ast.Import, Any], _Source]) -> Progr
             prog.sources[sub.file] = src.text
             visit(sub, src.where)
         for d in [*mod.blocks, *mod.models]:
-            table = prog.blocks if isinstance(d, ast.BlockDef) and not d.is_model else prog.models
+            table: dict[str, Any] = prog.blocks if isinstance(d, ast.BlockDef) and not d.is_model else prog.models
             if d.name in prog.blocks or d.name in prog.models:
                 raise GelError(f"'{d.name}' is defined twice", d.span).with_note(
                     origin[d.name], "first defined here")

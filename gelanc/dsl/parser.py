@@ -43,6 +43,7 @@ def _span(file: str, meta) -> Span:
 
 
 def _tok_span(file: str, tok: Token) -> Span:
+    assert tok.line is not None and tok.column is not None, "lark gives every token a position"
     return Span(file, tok.line, tok.column, tok.end_line, tok.end_column)
 
 

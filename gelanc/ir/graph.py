@@ -11,7 +11,8 @@ Its data:
 ``span``    where in the `.gel` source it came from
 ``branch``  ``"main"`` or ``"aux"`` (PGI's auxiliary branch, removed for deploy)
 ``channels`` output shapes known at lowering time (channels only; H, W ``None``)
-``origin``  scopes of the source nodes a deploy pass folded into this one
+``folds``   after deploy, on a folded conv: the train graph's (conv, BatchNorm or None)
+            branches it sums
 
 An edge ``u → v`` carries ``uses``: a tuple of ``(position, output_index)`` pairs,
 one for each argument of ``v`` fed from ``u`` (``concat(a, a)`` has two).

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ from gelanc.limits import (
     MAX_NODES,
     MAX_SPEC_BYTES,
 )
-from gelanc.ops import REGISTRY, OpDef, ShapeError
+from gelanc.ops import REGISTRY, Attrs, OpDef, ShapeError
 
 # ---- run-time values ------------------------------------------------------------
 
@@ -181,7 +182,7 @@ def _numbers(span, name, a):
     return [_num(v, span, f"{name}()") for v in vals]
 
 
-BUILTINS = {
+BUILTINS: dict[str, Callable[..., Any]] = {
     "int": _b_int,
     "float": lambda span, x: float(_num(x, span, "float()")),
     "round": lambda span, x: round(_num(x, span, "round()")),
@@ -213,7 +214,7 @@ def _bounded(x: int | float, span: Span) -> int | float:
     raise GelError(f"the result {_short(x)} is too large: a spec's numbers stay within ±{MAX_INT} (MAX_INT)", span)
 
 
-def _check_plain(v: Any, span: Span) -> None:
+def _check_plain(v: Any, span: Span | None) -> None:
     """``v`` is a number, string, boolean or none that a spec could have written."""
     if isinstance(v, str):
         if len(v) > MAX_SPEC_BYTES:
@@ -291,7 +292,7 @@ class _Frame:
 class Lowerer:
     def __init__(self, prog: Program):
         self.prog = prog
-        self.g: nx.DiGraph | None = None
+        self.g: nx.DiGraph = nx.DiGraph()  # the model's, once lower() starts one
         self.stack: list[str] = []
         self.steps = 0  # work done so far (MAX_EVAL_STEPS): evaluated expressions, loop turns, list elements
         self.edges = 0  # inputs of the ops emitted so far (MAX_EDGES)
@@ -510,7 +511,7 @@ class Lowerer:
                                    stmt.span)
         return _NO_RETURN
 
-    def iterate(self, var: str, iterable: ast.Expr, frame: _Frame, what: str, span: Span) -> list:
+    def iterate(self, var: str, iterable: ast.Expr, frame: _Frame, what: str, span: Span) -> list | tuple:
         """The items a loop or comprehension runs over, once its variable is known to be free."""
         items = self.eval(iterable, frame)
         if isinstance(items, Seq):
@@ -562,6 +563,7 @@ class Lowerer:
             self.bind_target(t, v, frame, rest)
 
     def _index_key(self, t: ast.Target, frame: _Frame) -> int:
+        assert t.index is not None, "only an indexed target has a key"
         k = self.eval(t.index, frame)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise GelError(f"an indexed name takes a non-negative integer index, got {_describe(k)}", t.index.span)
@@ -597,11 +599,11 @@ class Lowerer:
     def eval(self, e: ast.Expr, frame: _Frame, name: str | None = None) -> Any:
         self.steps += 1  # checked by tick() at the next loop turn, call or list: this is the hot path
         kind = e.__class__
-        if kind is ast.Literal:
-            return e.value
+        if kind is ast.Literal:  # `kind is`, not isinstance: the hot path (mypy cannot narrow it)
+            return e.value  # type: ignore[attr-defined]
         if kind is ast.Name:
-            found = frame.vars.get(e.id)
-            return found[0] if found is not None else self.lookup(e.id, e.span, frame)
+            found = frame.vars.get(e.id)  # type: ignore[attr-defined]
+            return found[0] if found is not None else self.lookup(e.id, e.span, frame)  # type: ignore[attr-defined]
         return _EVAL[kind](self, e, frame, name)
 
     def unary(self, e: ast.UnaryOp, frame: _Frame, name: str | None = None) -> Any:
@@ -841,7 +843,7 @@ class Lowerer:
 _NO_RETURN = object()
 
 # eval's dispatch for the expressions it does not answer itself
-_EVAL = {ast.Call: Lowerer.call, ast.BinOp: Lowerer.binop, ast.UnaryOp: Lowerer.unary,
+_EVAL: dict[type, Callable[..., Any]] = {ast.Call: Lowerer.call, ast.BinOp: Lowerer.binop, ast.UnaryOp: Lowerer.unary,
          ast.Ternary: Lowerer.ternary, ast.Index: Lowerer.subscript, ast.ListExpr: Lowerer.list_expr,
          ast.Comprehension: Lowerer.comprehension}
 
@@ -877,7 +879,7 @@ _ATTRS: dict[tuple, Any] = {}
 
 
 @functools.cache
-def _field_names(attrs: type) -> tuple[str, ...]:
+def _field_names(attrs: type[Attrs]) -> tuple[str, ...]:
     return tuple(attrs.model_fields)  # pydantic's model_fields is slow to read: once per op
 
 

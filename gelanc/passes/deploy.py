@@ -3,12 +3,14 @@
 * :func:`strip_aux` removes PGI's auxiliary branch and its half of the dual head;
 * :func:`fold_bn` folds each BatchNorm into the convolution that feeds it;
 * :func:`merge_parallel_convs` merges RepConvN's parallel 3×3 and 1×1 convolutions
-  of one input into a single 3×3 (RepVGG's re-parameterisation).
+  of one input into a single 3×3 (RepVGG's re-parameterisation) — and any odd k×k
+  whose padding centres it, dilated or not, with a parallel 1×1.
 
 They match patterns in the graph, not block names, so any spec that has the
-pattern is transformed. Each returns a new graph; a folded node keeps the id of the
-convolution it grew from and lists what it absorbed in ``origin``, which is what
-a weight-carrying compiler needs to fold the tensors the same way.
+pattern is transformed. Each returns a new graph; a folded conv keeps the id of the
+convolution it grew from and lists in ``folds`` the (conv, BatchNorm) pairs of the
+train graph it sums, which is all a weight-carrying compiler needs to fold the
+tensors the same way — without knowing an op by name.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def _sole_reader(g: nx.DiGraph, ref: Ref, reader: str) -> bool:
     return ref.out == 0 and [v for v, _ in consumers(g, ref)] == [reader] and ref not in g.graph["outputs"]
 
 
-def _absorb(g: nx.DiGraph, keep: str, gone: str) -> None:
-    g.nodes[keep]["origin"] = (*g.nodes[keep].get("origin", (g.nodes[keep]["scope"],)),
-                               *g.nodes[gone].get("origin", (g.nodes[gone]["scope"],)))
+def folds(g: nx.DiGraph, conv: str) -> tuple[tuple[str, str | None], ...]:
+    """The train-graph branches a deploy conv sums: (conv, the BatchNorm folded into it or
+    None) for each — its own, and for a merged RepConvN the parallel 1×1's too."""
+    return g.nodes[conv].get("folds", ((conv, None),))
 
 
 def fold_bn(g: nx.DiGraph) -> nx.DiGraph:
@@ -50,7 +53,7 @@ def _fold_bn(out: nx.DiGraph) -> nx.DiGraph:
             continue
         conv = out.nodes[src.node]
         conv["attrs"] = conv["attrs"].model_copy(update={"bias": True})
-        _absorb(out, src.node, n)
+        conv["folds"] = ((src.node, n),)
         replace_uses(out, Ref(n), src)
         out.remove_node(n)
     return out
@@ -70,12 +73,14 @@ def _merge_parallel_convs(out: nx.DiGraph) -> nx.DiGraph:
         (a, b) = sorted(ins, key=lambda r: -out.nodes[r.node]["attrs"].k)
         ka, kb = out.nodes[a.node]["attrs"], out.nodes[b.node]["attrs"]
         same = (inputs(out, a.node) == inputs(out, b.node) and ka.s == kb.s and ka.groups == kb.groups
-                and ka.c2 == kb.c2 and ka.dilation == kb.dilation == 1)
-        if not (same and ka.k == 3 and ka.padding == 1 and kb.k == 1 and kb.padding == 0):
+                and ka.c2 == kb.c2)
+        # the 1×1 becomes the big kernel's centre tap: right for any odd k and dilation, as long
+        # as the padding centres that tap on the pixel the 1×1 reads (a shape-valid add implies it)
+        centred = ka.k % 2 == 1 and ka.padding == ka.dilation * (ka.k // 2) and kb.k == 1 and kb.padding == 0
+        if not (same and centred):
             continue
         out.nodes[a.node]["attrs"] = ka.model_copy(update={"bias": ka.bias or kb.bias})
-        _absorb(out, a.node, b.node)
-        _absorb(out, a.node, n)
+        out.nodes[a.node]["folds"] = folds(out, a.node) + folds(out, b.node)
         replace_uses(out, Ref(n), a)
         out.remove_nodes_from([n, b.node])
     return out

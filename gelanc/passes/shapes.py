@@ -20,16 +20,17 @@ Shapes = dict[str, list[Shape]]
 _PROBE = 61440
 
 
-def where(g: nx.DiGraph, node: str) -> GelError:
-    """An error located at a node, with the chain of block calls that produced it."""
-    d = g.nodes[node]
+def where(g: nx.DiGraph, node: str | None) -> GelError:
+    """An error located at a node, with the chain of block calls that produced it (at
+    nothing for ``None``: a graph with no node to blame)."""
+    d = g.nodes[node] if node is not None else {}
     err = GelError("", d.get("span"))
     for site, (scope, block) in zip(reversed(d.get("sites", ())), reversed(d.get("blocks", ()))):
         err.with_note(site, f"in block {block} ('{scope}'), called from here")
     return err
 
 
-def fail(g: nx.DiGraph, node: str, message: str) -> GelError:
+def fail(g: nx.DiGraph, node: str | None, message: str) -> GelError:
     err = where(g, node)
     err.message = message
     return err
@@ -47,9 +48,8 @@ def infer(g: nx.DiGraph, size: tuple[int, int] | None = None, check_stride: bool
     for n in topo_order(g):
         d = g.nodes[n]
         op = REGISTRY[d["op"]]
-        if d["op"] == "input":
-            c = d["attrs"].channels
-            shapes[n] = [(c, *size) if size else (c, None, None)]
+        if op.source:
+            shapes[n] = _source_shapes(op, d["attrs"], size)
             continue
         ins = [shapes[r.node][r.out] for r in inputs(g, n)]
         try:
@@ -57,6 +57,12 @@ def infer(g: nx.DiGraph, size: tuple[int, int] | None = None, check_stride: bool
         except ShapeError as e:
             raise fail(g, n, f"{d['op']}: {e}") from None
     return shapes
+
+
+def _source_shapes(op, attrs, size: tuple[int, int] | None) -> list:
+    """A source's outputs: the channels its shape rule gives, at the image's size (unknown
+    spatial entries while only channels are inferred)."""
+    return [(s[0], *size) if size else s for s in op.shape(attrs, [])]
 
 
 def strides(g: nx.DiGraph) -> dict[str, int]:
@@ -74,11 +80,12 @@ def _infer_unchecked(g: nx.DiGraph, size: tuple[int, int]) -> Shapes:
     shapes: Shapes = {}
     for n in topo_order(g):
         d = g.nodes[n]
-        if d["op"] == "input":
-            shapes[n] = [(d["attrs"].channels, *size)]
+        op = REGISTRY[d["op"]]
+        if op.source:
+            shapes[n] = _source_shapes(op, d["attrs"], size)
             continue
         try:
-            shapes[n] = REGISTRY[d["op"]].shape(d["attrs"], [shapes[r.node][r.out] for r in inputs(g, n)])
+            shapes[n] = op.shape(d["attrs"], [shapes[r.node][r.out] for r in inputs(g, n)])
         except ShapeError as e:
             raise fail(g, n, f"{d['op']}: {e}") from None
     return shapes
@@ -114,7 +121,7 @@ def max_stride(g: nx.DiGraph) -> tuple[int, str]:
 
 def check_size(g: nx.DiGraph, size: tuple[int, int]) -> None:
     h, w = size
-    src = next((n for n, op in g.nodes(data="op") if op == "input"), None)
+    src = next((n for n, op in g.nodes(data="op") if REGISTRY[op].source), None)
     if h <= 0 or w <= 0:
         raise fail(g, src, f"input size {h}×{w} must be positive") if src else GelError("bad input size")
     try:

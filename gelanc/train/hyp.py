@@ -21,6 +21,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gelanc.errors import UserError
+
 # keys of the reference's hyp files that this loss (anchor-free, no objectness) has no use for;
 # copy_paste needs segment labels, which a box dataset has not (the reference skips it for them too)
 IGNORED = ("obj", "obj_pw", "cls_pw", "iou_t", "anchor_t", "fl_gamma", "label_smoothing", "copy_paste", "anchors")
@@ -104,7 +106,7 @@ class Hyp(BaseModel):
         return max(0, epochs - self.close_mosaic)
 
 
-class HypError(Exception):
+class HypError(UserError):
     """An invalid hyper-parameter file: a user error (exit 2)."""
 
 

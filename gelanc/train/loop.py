@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from gelanc.errors import UserError
 from gelanc.limits import MAX_BATCH, MAX_IMGSZ, MAX_WORKERS
 from gelanc.train import ddp
 from gelanc.train.hyp import Hyp
@@ -79,7 +80,7 @@ class TrainArgs(BaseModel):
         return params
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A run that cannot start as asked (a user error: exit 2)."""
 
 
@@ -307,7 +308,7 @@ def save_checkpoint(path: Path, model, ema, opt, scaler, state: State, args: Tra
                     names: list[str], metrics: dict) -> None:
     """``state_dict`` holds the EMA's weights — the model a user deploys; ``train``
     holds what resuming needs besides."""
-    from gelanc.checkpoint import save
+    from gelanc.backend.checkpoint import save
 
     raw = unwrap(model)
     save(ema.module, path, names=list(names), metrics=metrics, **{CKPT_KEY: {
@@ -354,7 +355,7 @@ def resumable(ckpt: dict, path: Path) -> Resumable:
     """The checkpoint's training state, checked (a foreign file's as any other)."""
     from pydantic import ValidationError
 
-    from gelanc.checkpoint import CheckpointError
+    from gelanc.backend.checkpoint import CheckpointError
 
     if not isinstance(ckpt.get(CKPT_KEY), dict):
         raise CheckpointError(f"{path} holds no training state (a checkpoint from gelanc build or export?)")
@@ -368,7 +369,7 @@ def resumable(ckpt: dict, path: Path) -> Resumable:
 
 def resume_args(path: Path, **changes) -> TrainArgs:
     """The settings of the run ``path`` (a last.pt) was saved by, with ``changes``."""
-    from gelanc.checkpoint import read
+    from gelanc.backend.checkpoint import read
 
     saved = dict(resumable(read(path), path).args)
     saved.update({k: v for k, v in changes.items() if v is not None})
@@ -500,8 +501,8 @@ def train(args: TrainArgs, resume: Path | None = None) -> Run:
 
 def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
     import gelanc
-    from gelanc.checkpoint import build, fit_weights
-    from gelanc.torch_fx import heads
+    from gelanc.backend.checkpoint import build, fit_weights
+    from gelanc.backend.fx import heads
 
     if resume_ckpt is not None:
         model = build(resume_ckpt, str(resume_ckpt["path"]))  # rebuilt from the embedded source
@@ -519,7 +520,7 @@ def _build_model(args: TrainArgs, nc: int, resume_ckpt: dict | None):
 
 
 def _train(args: TrainArgs, resume: Path | None, w: ddp.World, device: torch.device) -> Run:
-    from gelanc.checkpoint import CheckpointError, read
+    from gelanc.backend.checkpoint import CheckpointError, read
     from gelanc.data.augment import AugmentedDataset
     from gelanc.data.dataset import YoloDataset, check_out_folder, collate, skipped_note
     from gelanc.passes.budget import check_input, check_training_memory, device_memory
@@ -704,7 +705,7 @@ def _check_optimizer_state(opt: torch.optim.Optimizer) -> None:
 def _saved_hyp(raw: dict, path: Path) -> Hyp:
     from pydantic import ValidationError
 
-    from gelanc.checkpoint import CheckpointError
+    from gelanc.backend.checkpoint import CheckpointError
 
     try:
         return Hyp.model_validate(raw)
@@ -734,7 +735,7 @@ def image_cache(train_set, args: TrainArgs, w: ddp.World, workers: int):
 def validate(ema_module, graph: str, loader, names, device, amp, progress, loss_fn=None) -> dict:
     """mAP (and with ``loss_fn`` the losses) of the EMA weights: on their deploy graph, or
     on the train graph's main head."""
-    from gelanc.torch_fx import deploy_module
+    from gelanc.backend.fx import deploy_module
     from gelanc.train.val import evaluate
 
     if graph == "deploy":  # a module of its own: the fast path may convert it

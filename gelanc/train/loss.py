@@ -34,7 +34,7 @@ from gelanc.train.hyp import Hyp
 def anchor_grid(maps: list[torch.Tensor], strides: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Anchor centres (A, 2) in grid units (cell centres) and each one's stride (A, 1), float32:
     the model's own ``make_anchors``, so that the loss decodes exactly as inference does."""
-    from gelanc.torch_fx import make_anchors
+    from gelanc.backend.fx import make_anchors
 
     return make_anchors(maps, strides, 0.5, dtype=torch.float32)
 

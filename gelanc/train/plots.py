@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from gelanc.atomic import atomic_write
+from gelanc.errors import UserError
 
 DPI = 100
 CURVE_INCHES = (9, 6)  # the P/R/F1 and PR curves: 900 × 600 pixels
@@ -45,7 +46,7 @@ PLOT_FILES = ("results.png", "PR_curve.png", *CURVE_FILES.values(), "confusion_m
               "confusion_matrix_normalized.png", "labels.png")
 
 
-class PlotError(Exception):
+class PlotError(UserError):
     """A run folder that cannot be plotted as asked (a user error: exit 2)."""
 
 
@@ -229,7 +230,7 @@ def labels_plot(path: Path, labels: torch.Tensor, names: list[str], max_boxes: i
     the boxes' widths against their heights."""
     from matplotlib.patches import Rectangle
 
-    from gelanc.predict import PALETTE
+    from gelanc.inference.predict import PALETTE
 
     lab = torch.as_tensor(labels).detach().cpu().double().reshape(-1, 5).numpy()
     nc = len(names)
@@ -299,7 +300,7 @@ def _draw_objects(image: torch.Tensor, gt: torch.Tensor, names: list[str]) -> to
     """The image with each object's box and class name, styled as ``gelanc predict`` draws."""
     from torchvision.utils import draw_bounding_boxes
 
-    from gelanc.predict import PALETTE, _font
+    from gelanc.inference.predict import PALETTE, _font
 
     if len(gt) == 0:
         return image
@@ -320,7 +321,7 @@ def val_grids(folder: Path, images: list[torch.Tensor], ground_truths: list[torc
     (3, S, S) uint8 a grid, in order, their boxes in the same S-pixel canvas."""
     from torchvision.transforms.v2 import functional as TF
 
-    from gelanc.predict import draw, write_image
+    from gelanc.inference.predict import draw, write_image
 
     written: list[Path] = []
     for g in range(grids):
@@ -389,9 +390,9 @@ def _device(device) -> torch.device:
 
 def _imgsz(m, imgsz, where: Path) -> int:
     """The checkpoint's training size, checked as any foreign value before it is used."""
+    from gelanc.backend.fx import ir_of
     from gelanc.diagnostics import GelError
     from gelanc.passes.budget import check_run_size
-    from gelanc.torch_fx import ir_of
 
     try:
         return check_run_size(ir_of(m), imgsz)
@@ -428,10 +429,10 @@ def plot_run(run_dir, data=None, device=None, workers: int = 0, progress: bool =
     from torch.utils.data import DataLoader
 
     import gelanc
-    from gelanc.checkpoint import build, read, run_settings
+    from gelanc.backend.checkpoint import build, read, run_settings
+    from gelanc.backend.fx import heads, ir_of
     from gelanc.data.config import DataError
     from gelanc.data.dataset import YoloDataset, collate
-    from gelanc.torch_fx import heads, ir_of
     from gelanc.train import ddp, results
     from gelanc.train.loop import CKPT_KEY, default_data, load_data
     from gelanc.train.val import evaluate

@@ -57,17 +57,17 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, names: list[str], devic
     the letterboxed canvas's pixels, ``paths`` (of those images, in order) and ``coco``
     (the COCOeval they were scored by).
 
-    ``fast`` runs it in the device's fastest configuration (:mod:`gelanc.fastpath`),
+    ``fast`` runs it in the device's fastest configuration (:mod:`gelanc.inference.fastpath`),
     which converts ``model`` in place — pass a module of its own; otherwise it runs as
     it is, under autocast to ``amp`` on CUDA."""
-    from gelanc.postprocess import nms
+    from gelanc.inference.postprocess import nms
     from gelanc.train.metrics import coco_map
 
     was_training = model.training
     model.eval()
     convert, how = (lambda x: x), "as it is"
     if fast:
-        from gelanc.fastpath import prepare
+        from gelanc.inference.fastpath import prepare
 
         p = prepare(model, device, images=len(loader.dataset), compile=compile)
         model, convert, how, amp = p.module, p.convert, p.description, None

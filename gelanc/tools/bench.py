@@ -98,7 +98,8 @@ def compiler_times(specs: list[Path]) -> dict:
     """Seconds to compile each spec to an initialised GraphModule, and for the torch-free
     `stats` path (parse, lower, validate, count train and deploy) over all of them."""
     import gelanc
-    from gelanc.stats import compile_file, model_stats
+    from gelanc.pipeline import compile_file
+    from gelanc.stats import model_stats
 
     gelanc.compile(specs[0])  # imports and parser tables warm: the timing is of compiling
     per_spec = []
@@ -127,7 +128,7 @@ def _prepared(module, mode: str, device: torch.device):
         dtype = torch.float16  # on a GPU the compiled configurations are measured in half precision
     fmt = torch.contiguous_format if mode == "eager" else torch.channels_last
     m = m.to(dtype=dtype, memory_format=fmt)
-    if mode == "compile":  # as gelanc.fastpath compiles: weights frozen into the graph
+    if mode == "compile":  # as gelanc.inference.fastpath compiles: weights frozen into the graph
         m = torch.compile(m, options={"freezing": True})
     elif mode == "cuda_graphs":
         m = torch.compile(m, mode="reduce-overhead")
@@ -161,7 +162,7 @@ def training_step(spec: Path, batch: int, imgsz: int, device: torch.device, quic
     """A full optimizer step of the train graph (forward, TAL loss, backward, SGD) on
     random images and targets: seconds a step and images/s, in mixed precision on CUDA."""
     import gelanc
-    from gelanc.torch_fx import heads
+    from gelanc.backend.fx import heads
     from gelanc.train.hyp import Hyp
     from gelanc.train.loop import amp_dtype
     from gelanc.train.loss import DetectionLoss
@@ -226,8 +227,8 @@ def run(device: torch.device, models: list[Path], imgsz: int = 640, batches: tup
         progress: Callable[[str], None] | None = None) -> dict:
     """The whole benchmark; ``progress(what)`` is told what is being measured."""
     import gelanc
+    from gelanc.backend.fx import ir_of
     from gelanc.stats import model_stats
-    from gelanc.torch_fx import ir_of
 
     say = progress or (lambda _: None)
     batches = batches or ((1, 32) if device.type == "cuda" else (1, 8))

@@ -7,7 +7,8 @@ node is a box, inside nested clusters for the blocks it belongs to.
 
 Every box shows its block or op, its scope, parameters and GFLOPs; every edge the
 shape of the tensor it carries at the chosen image size. PGI's auxiliary branch is
-drawn dashed on an orange fill; CBLinear → CBFuse routes are purple. The DOT text
+drawn dashed on an orange fill; routes — a block handing out the parts of a split, as
+CBLinear does to CBFuse — are purple. The DOT text
 depends only on the IR (insertion order, no hashing), so the same spec gives the
 same bytes.
 """
@@ -22,6 +23,7 @@ import networkx as nx
 
 from gelanc.atomic import write_bytes
 from gelanc.ir.graph import inputs
+from gelanc.ops import REGISTRY
 from gelanc.passes.cost import Cost, count
 from gelanc.passes.shapes import infer
 
@@ -41,7 +43,7 @@ class Unit:
     cost: Cost = field(default_factory=Cost)
     branches: set[str] = field(default_factory=set)
     cluster: str = ""  # the expanded scope it is drawn inside ("" = top level)
-    route: bool = False  # a CBLinear: its out-edges are CBNet routes
+    route: bool = False  # a block handing out the parts of a split (CBLinear): its out-edges are routes
 
     @property
     def aux(self) -> bool:
@@ -80,7 +82,6 @@ def units(g: nx.DiGraph, size: tuple[int, int], level: str = "block", expand: tu
         box = boxes.setdefault(uid, Unit(uid, label, cluster=cluster))
         box.cost += costs[n]
         box.branches.add(d["branch"])
-        box.route |= label == "CBLinear"
         parent = ""
         for scope, block in d.get("blocks", ()):
             if scope == cluster or (scope in clusters and scope != uid):
@@ -90,11 +91,16 @@ def units(g: nx.DiGraph, size: tuple[int, int], level: str = "block", expand: tu
             if scope == cluster:
                 break
     edges: dict[tuple[str, str], tuple] = {}
+    leaving: dict[str, set] = {}  # unit → the outputs of its nodes that other units read
     for n in g:
         for r in inputs(g, n):
             a, b = of[r.node], of[n]
             if a != b:
                 edges.setdefault((a, b), shapes[r.node][r.out])
+                leaving.setdefault(a, set()).add(r)
+    for uid, refs in leaving.items():
+        # a block that hands out the parts of a split (CBLinear, to CBFuse) routes them
+        boxes[uid].route = uid not in g and any(REGISTRY[g.nodes[r.node]["op"]].multi_output for r in refs)
     return boxes, edges, clusters
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from gelanc.errors import UserError
 from gelanc.ir.graph import topo_order
+from gelanc.ops import REGISTRY
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """Weights that do not fit the spec (a user error: exit 2)."""
 
 
@@ -43,13 +45,13 @@ class Layer:
 
 def units(gm: fx.GraphModule) -> list[Layer]:
     """The module's top-level units in evaluation order, with their tensors."""
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
 
     g = ir_of(gm)
     order: list[str] = []
     for n in topo_order(g):
         d = g.nodes[n]
-        if d["op"] == "input":
+        if REGISTRY[d["op"]].source:
             continue
         unit = d["blocks"][0][0] if d["blocks"] else n
         if unit not in order:
@@ -67,10 +69,10 @@ def silence_first(gm: fx.GraphModule) -> bool:
     """Whether the reference's YAML of this model starts with a ``Silence`` layer: it does
     when more than one layer reads the image (PGI's auxiliary branch, gelan-e's second
     backbone), so that they can name it as layer 0."""
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
 
     g = ir_of(gm)
-    image = next(n for n, op in g.nodes(data="op") if op == "input")
+    image = next(n for n, op in g.nodes(data="op") if REGISTRY[op].source)
     return g.out_degree(image) > 1
 
 
@@ -207,12 +209,12 @@ def export_reference(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 
 
 def reference_state(ckpt) -> tuple[dict[str, torch.Tensor], dict]:
-    """The reference-layout tensors of what :func:`gelanc.refckpt.read` returned, and what
+    """The reference-layout tensors of what :func:`gelanc.interop.refckpt.read` returned, and what
     the file says of the model (``nc``, ``names``) where it says it.
 
     Takes a reference checkpoint (``{"model": <record>, "ema": …}``, the EMA preferred),
     or a plain state_dict in the reference's layout (what ``gelanc export-weights`` writes)."""
-    from gelanc.refckpt import model_of, tensors
+    from gelanc.interop.refckpt import model_of, tensors
     from gelanc.safeload import printable
 
     for _ in range(8):  # {"model": {"model": state_dict}}: a few levels, not a hostile file's thousands

@@ -41,7 +41,7 @@ class Stack:
 # GELAN as YOLOv9's code does (PyTorch's default).
 BUILTIN = {"plainnet": Stack("PlainNet", "he"), "resnet": Stack("ResNet", "he"),
            "cspnet": Stack("CSPNet", "default"), "gelan": Stack("GELAN", "default")}
-DEFAULT_IMAGE = Path(__file__).resolve().parent / "assets" / "bird.png"
+DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "bird.png"
 
 # a perceptually ordered colour map (dark blue → teal → yellow), linearly interpolated
 _COLOURS = torch.tensor([[0.07, 0.03, 0.30], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55],

@@ -664,11 +664,11 @@ def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]], file: str):
     place in it: a note quotes the converted statement instead."""
     from gelanc.dsl.loader import load_text
     from gelanc.passes.shapes import infer
-    from gelanc.stats import compile_program
+    from gelanc.pipeline import graphs
 
     header = spec[: spec.index("\nmodel ")].count("\n") + 2  # the body's line 1 is the model line + 1
     try:
-        (g,) = compile_program(load_text(spec, name))
+        (g,) = graphs(load_text(spec, name))
         infer(g, (640, 640))
         return g
     except GelError as e:

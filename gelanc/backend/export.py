@@ -78,7 +78,7 @@ def export(model: fx.GraphModule, fmt: str, path: str | Path, imgsz: tuple[int, 
     layout = "default"
     if fmt in ("torchscript", "pt2"):
         # files that run in PyTorch keep channels-last weights: their convolutions then run in
-        # that layout whatever the input's, the fastest gelanc bench measures (gelanc.fastpath)
+        # that layout whatever the input's, the fastest gelanc bench measures (gelanc.inference.fastpath)
         net, layout = net.to(memory_format=torch.channels_last), "channels-last"
     # a batch of 2 when dynamic, so that no exporter specialises the batch size to 1
     x = torch.rand(2 if dynamic else 1, 3, *imgsz, generator=torch.Generator().manual_seed(0)).to(dtype)

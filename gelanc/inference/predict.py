@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from gelanc.data.dataset import IMAGE_SUFFIXES, letterbox
-from gelanc.fastpath import Prepared
+from gelanc.errors import UserError
+from gelanc.inference.fastpath import Prepared
 
 # 20 distinct colours (the tab20 palette's strong half, then its light half), one a class
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -22,7 +23,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#dbdb8d", "#9edae5"]
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source that is not an image, a folder of images or a pattern matching some (exit 2)."""
 
 
@@ -61,7 +62,7 @@ def read_rgb(path: Path) -> torch.Tensor:
 def detect(model: Prepared, image: torch.Tensor, size: int, conf: float, iou: float, max_det: int = 300
            ) -> torch.Tensor:
     """(n, 6) x1, y1, x2, y2, score, class in ``image``'s pixels."""
-    from gelanc.postprocess import nms, unletterbox
+    from gelanc.inference.postprocess import nms, unletterbox
 
     boxed, _ = letterbox(image, torch.zeros(0, 4), size)
     out = model.module(model.convert(boxed.unsqueeze(0).float() / 255))
@@ -105,7 +106,7 @@ def _font() -> str | None:
 
 def run(model: Prepared, paths: list[Path], size: int, conf: float, iou: float, max_det: int = 300
         ) -> Iterator[tuple[Path, torch.Tensor, torch.Tensor]]:
-    """(path, image, detections) for each image in turn, ``model`` from :func:`gelanc.fastpath.prepare`."""
+    """(path, image, detections) for each image in turn, ``model`` from :func:`gelanc.inference.fastpath.prepare`."""
     for p in paths:
         image = read_rgb(p)
         yield p, image, detect(model, image, size, conf, iou, max_det)

@@ -6,8 +6,9 @@ thop sees what the paper's counts count) become submodules whose qualified names
 are the IR scopes, so ``state_dict()`` keys read like
 ``elan3.cv2.0.m.1.cv1.conv1.conv.weight``; the rest become calls of torch functions.
 
-Each registry op has exactly one entry in :data:`LOWERINGS` here (the registry
-itself stays torch-free); an import-time check keeps the two tables in step.
+Each op's lowering lives with the op, in the registry (:mod:`gelanc.ops`); this
+module is what they build with — the builder, the leaf modules (:class:`Detect`) and
+the functions the generated code calls.
 
 Behaviour follows the reference (WongKinYiu/yolov9): in train mode the module
 returns each head's raw per-level maps; in eval mode the main head's decoded
@@ -17,12 +18,9 @@ probabilities — beside those raw maps.
 
 from __future__ import annotations
 
-import math
 import operator
 import queue
 import threading
-from collections.abc import Callable
-from pathlib import Path
 
 import networkx as nx
 import torch
@@ -102,11 +100,7 @@ class DualOutput(nn.Module):
         return main[0], (main[1], aux[1])
 
 
-# ---- op lowerings ---------------------------------------------------------------
-
-# A lowering gets (builder, IR node id, its attrs, its input fx nodes, their shapes) and
-# returns the fx node of its output (a tuple-valued one for multi-output ops).
-Lowering = Callable[["_Builder", str, object, list, list], fx.Node]
+# ---- functions the generated code calls -------------------------------------------
 
 
 def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -114,56 +108,7 @@ def resize_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[2:], mode="nearest")
 
 
-def _conv(b, n, a, xs, shapes):
-    c1 = shapes[0][0]
-    # created uninitialised: to_fx draws the initial weights in a background thread
-    m = nn.Conv2d(c1, a.c2, a.k, a.s, a.padding, a.dilation, a.groups, a.bias, device="meta")
-    m.weight = nn.Parameter(torch.empty(m.weight.shape))
-    if a.bias:
-        m.bias = nn.Parameter(torch.empty(a.c2))
-    b.to_draw.put(m)
-    return b.module(n, m, xs)
-
-
-def _add(b, n, a, xs, shapes):
-    out = xs[0]
-    for x in xs[1:]:
-        out = b.call(n, operator.add, (out, x))
-    return out
-
-
-def _pool(fn):
-    def lower(b, n, a, xs, shapes):
-        kw = {"ceil_mode": a.ceil_mode}
-        if fn is F.avg_pool2d:
-            kw["count_include_pad"] = True  # as the reference's avg_pool2d(x, 2, 1, 0, False, True)
-        return b.call(n, fn, (xs[0], a.k, a.s, a.padding), kw)
-    return lower
-
-
-def _detect(b, n, a, xs, shapes):
-    return b.module(n, Detect(a.nc, a.reg_max, b.level_strides(n)), xs)
-
-
-LOWERINGS: dict[str, Lowering] = {
-    "input": lambda b, n, a, xs, shapes: b.graph.placeholder("x"),
-    "conv2d": _conv,
-    "batchnorm": lambda b, n, a, xs, s: b.module(n, nn.BatchNorm2d(s[0][0], eps=a.eps, momentum=a.momentum), xs),
-    "silu": lambda b, n, a, xs, s: b.call(n, F.silu, (xs[0],)),
-    "relu": lambda b, n, a, xs, s: b.call(n, F.relu, (xs[0],)),
-    "sigmoid": lambda b, n, a, xs, s: b.call(n, torch.sigmoid, (xs[0],)),
-    "identity": lambda b, n, a, xs, s: xs[0],
-    "add": _add,
-    "concat": lambda b, n, a, xs, s: b.call(n, torch.cat, (list(xs), 1)),
-    "chunk": lambda b, n, a, xs, s: b.call(n, torch.chunk, (xs[0], a.n, 1)),
-    "split": lambda b, n, a, xs, s: b.call(n, torch.split, (xs[0], list(a.sizes), 1)),
-    "upsample": lambda b, n, a, xs, s: b.module(n, nn.Upsample(scale_factor=a.scale, mode=a.mode), xs),
-    "maxpool": _pool(F.max_pool2d),
-    "avgpool": _pool(F.avg_pool2d),
-    "resize_to": lambda b, n, a, xs, s: b.call(n, resize_to, (xs[0], xs[1])),
-    "detect": _detect,
-}
-assert set(LOWERINGS) == set(REGISTRY), f"ops without a torch lowering: {set(REGISTRY) ^ set(LOWERINGS)}"
+# ---- building the graph ----------------------------------------------------------------
 
 
 class _Builder:
@@ -174,6 +119,13 @@ class _Builder:
         self.values: dict[Ref, fx.Node] = {}
         self._strides: dict[str, int] | None = None
         self.to_draw: queue.Queue = queue.Queue()  # convolutions waiting for initial weights
+
+    def placeholder(self, name: str) -> fx.Node:
+        return self.graph.placeholder(name)
+
+    def new_weights(self, m: nn.Module) -> None:
+        """``m``'s parameters are drawn (PyTorch's default initialisation) off the main thread."""
+        self.to_draw.put(m)
 
     def call(self, name: str, fn, args, kwargs=None) -> fx.Node:
         """A function call named after its IR node, so the generated code reads like the spec."""
@@ -213,15 +165,15 @@ class _Builder:
             d = g.nodes[n]
             refs = inputs(g, n)
             shapes = [g.nodes[r.node]["channels"][r.out] for r in refs]
-            out = LOWERINGS[d["op"]](self, n, d["attrs"], [self.value(r) for r in refs], shapes)
+            out = REGISTRY[d["op"]].lower(self, n, d["attrs"], [self.value(r) for r in refs], shapes)
             if REGISTRY[d["op"]].multi_output:
                 self.values[Ref(n, -1)] = out
             else:
                 self.values[Ref(n, 0)] = out
         refs = g.graph["outputs"]
         outs = [self.value(r) for r in refs]
-        dual = [(g.nodes[r.node]["op"], g.nodes[r.node]["branch"]) for r in refs] == [
-            ("detect", "main"), ("detect", "aux")]
+        dual = [(REGISTRY[g.nodes[r.node]["op"]].head, g.nodes[r.node]["branch"]) for r in refs] == [
+            (True, "main"), (True, "aux")]
         if dual:  # PGI's dual head
             self.modules["dual_output"] = DualOutput()
             self.graph.output(self.graph.call_module("dual_output", tuple(outs)))
@@ -245,37 +197,13 @@ def _class_name(model: str) -> str:
 
 
 def initialise(gm: fx.GraphModule, g: nx.DiGraph) -> None:
-    """The reference's initialisation: PyTorch's defaults for convolutions and
-    BatchNorm (eps 1e-3, momentum 0.03 come from the attributes), and each detection
-    head's bias prior — box logits 1.0, class logits log(5 / nc / (640 / stride)²),
-    i.e. about five objects of nc classes in a 640 image."""
+    """The reference's initialisation: PyTorch's defaults (drawn while building), then
+    each op's own ``init`` where the registry gives one (the detection head's bias
+    prior). BatchNorm's eps 1e-3 and momentum 0.03 come from its attributes."""
     mods = dict(gm.named_modules())
-    for n, d in g.nodes(data=True):
-        if d["op"] != "detect":
-            continue
-        a, det = d["attrs"], mods[n]
-        for level, stride in zip(inputs(g, n), det.strides):
-            box, cls = _branch_convs(g, level.node, a)
-            if box:
-                nn.init.constant_(mods[box].bias, 1.0)
-            if cls:
-                nn.init.constant_(mods[cls].bias[: a.nc], math.log(5 / a.nc / (640 / stride) ** 2))
-
-
-def _branch_convs(g: nx.DiGraph, node: str, a) -> tuple[str | None, str | None]:
-    """The last conv of a level's box branch (4·reg_max wide) and class branch (nc wide):
-    the inputs of the concat that feeds the head, found by width, not by name."""
-    if g.nodes[node]["op"] != "concat":
-        return None, None
-    box = cls = None
-    for r in inputs(g, node):
-        src = g.nodes[r.node]
-        if src["op"] == "conv2d" and src["attrs"].bias:
-            if src["attrs"].c2 == 4 * a.reg_max and box is None:
-                box = r.node
-            elif src["attrs"].c2 == a.nc:
-                cls = r.node
-    return box, cls
+    for n, op in g.nodes(data="op"):
+        if (init := REGISTRY[op].init) is not None:
+            init(g, n, mods)
 
 
 def to_fx(g: nx.DiGraph, init: bool = True, max_params: int = MAX_PARAMS) -> fx.GraphModule:
@@ -293,16 +221,6 @@ def to_fx(g: nx.DiGraph, init: bool = True, max_params: int = MAX_PARAMS) -> fx.
     return gm
 
 
-def source_of(path_or_text: str | Path):
-    """A spec given as a path or as `.gel` text → its Program."""
-    from gelanc.dsl.loader import load, load_text
-
-    text = str(path_or_text)
-    if "\n" in text or "{" in text:
-        return load_text(text, "<string>")
-    return load(path_or_text)
-
-
 # ---- deploy, carrying the weights ----------------------------------------------------
 
 
@@ -310,10 +228,10 @@ def source_of(path_or_text: str | Path):
 def deploy_module(gm: fx.GraphModule) -> fx.GraphModule:
     """The inference module: the IR's deploy passes, with the weights folded the same way.
 
-    Each conv of the deploy graph lists in ``origin`` the train-graph nodes it
-    absorbed: its own conv and BatchNorm, and for a merged RepConvN the parallel 1×1
-    conv and its BatchNorm. The folded kernel is the sum over those branches of
-    ``W·γ/σ`` (1×1 kernels zero-padded to 3×3), the bias ``(b − μ)·γ/σ + β``.
+    A conv the deploy passes folded lists in ``folds`` the train graph's (conv,
+    BatchNorm or None) branches it sums (see :func:`gelanc.passes.deploy.folds`): its
+    kernel is the sum over them of ``W·γ/σ`` (smaller kernels zero-padded to its size at
+    the centre), its bias of ``(b − μ)·γ/σ + β``. Every other op with weights keeps its own.
     """
     from gelanc.passes.deploy import deploy
 
@@ -323,28 +241,25 @@ def deploy_module(gm: fx.GraphModule) -> fx.GraphModule:
     old = dict(gm.named_modules())
     new = dict(out.named_modules())
     for n, data in d.nodes(data=True):
-        if data["op"] == "conv2d":
-            w, b = _folded_conv(g, data.get("origin", (n,)), old, data["attrs"].k)
+        if "folds" in data:
+            w, b = _folded_conv(data["folds"], old, data["attrs"].k)
             new[n].weight.copy_(w)
-            if new[n].bias is not None:
+            if new[n].bias is not None:  # none when no branch had a bias or a BatchNorm
                 new[n].bias.copy_(b)
-        elif REGISTRY[data["op"]].has_weights:  # unfolded BatchNorm, detect: as they are
+        elif REGISTRY[data["op"]].has_weights:
             source = old[n].state_dict()
             new[n].load_state_dict({k: source[k] for k in new[n].state_dict()})
     out.meta["gelanc"].update({k: v for k, v in gm.meta["gelanc"].items() if k != "ir"}, deployed=True)
     return out.train(gm.training)
 
 
-def _folded_conv(g: nx.DiGraph, origin, old: dict[str, nn.Module], k: int):
-    convs = [o for o in origin if g.nodes[o]["op"] == "conv2d"]
-    bn_of = {inputs(g, o)[0].node: o for o in origin if g.nodes[o]["op"] == "batchnorm"}
+def _folded_conv(folds, old: dict[str, nn.Module], k: int):
     weight = bias = 0
-    for c in convs:
-        conv = old[c]
-        w = conv.weight
-        b = conv.bias if conv.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-        if c in bn_of:
-            bn = old[bn_of[c]]
+    for c, bn in folds:
+        w = old[c].weight
+        b = old[c].bias if old[c].bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+        if bn is not None:
+            bn = old[bn]
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             w = w * scale.view(-1, 1, 1, 1)
             b = (b - bn.running_mean) * scale + bn.bias
@@ -358,7 +273,7 @@ def heads(gm: fx.GraphModule) -> list[Detect]:
     """The module's detection heads in output order: the main head, then PGI's aux head."""
     g = ir_of(gm)
     mods = dict(gm.named_modules())
-    return [mods[r.node] for r in g.graph["outputs"] if g.nodes[r.node]["op"] == "detect"]
+    return [mods[r.node] for r in g.graph["outputs"] if REGISTRY[g.nodes[r.node]["op"]].head]
 
 
 def ir_of(gm: fx.GraphModule) -> nx.DiGraph:

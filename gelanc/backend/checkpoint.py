@@ -23,7 +23,7 @@ import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import fx
 
-from gelanc.atomic import atomic_dump
+from gelanc.atomic import atomic_save
 from gelanc.diagnostics import GelError
 from gelanc.limits import MAX_PARAMS
 from gelanc.safeload import CheckpointError, printable
@@ -47,21 +47,13 @@ class SpecMeta(BaseModel):
 
 
 def meta_of(gm: fx.GraphModule) -> SpecMeta:
-    from gelanc.torch_fx import ir_of
+    from gelanc.backend.fx import ir_of
 
     g = ir_of(gm)
     info = gm.meta["gelanc"]
     return SpecMeta(model=g.graph["model"], root=g.graph["file"], sources=g.graph["source"],
                     links=g.graph.get("links", {}), params=g.graph["params"],
                     deployed=bool(info.get("deployed")))
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save, whole or not at all: a full disk or a refused target is a
-    :class:`gelanc.atomic.WriteError` / :class:`~gelanc.atomic.UnsafeTarget` (OSErrors)
-    and leaves the previous file. torch writes through a Python file (not a path): its
-    C++ writer reports a failed write of a path as an opaque RuntimeError."""
-    return atomic_dump(path, lambda f: torch.save(obj, f))
 
 
 def save(gm: fx.GraphModule, path: str | Path, **extra: Any) -> Path:
@@ -102,22 +94,17 @@ def build(ckpt: dict, path: str) -> fx.GraphModule:
     The embedded spec is evaluated within gelanc's limits, and the network it describes
     is allocated only if the file holds at least as many values as it has parameters:
     a few kilobytes of spec cannot ask for gigabytes of weights."""
+    from gelanc import pipeline
     from gelanc.dsl.loader import load_embedded
-    from gelanc.ir.lower import lower
-    from gelanc.passes.deploy import deploy
-    from gelanc.passes.validate import validate
-    from gelanc.torch_fx import to_fx
 
     meta = SpecMeta.model_validate(ckpt["meta"])
     prog = load_embedded(meta.sources, meta.links, meta.root)
-    g = lower(prog, meta.model, **meta.params)
-    validate(g)
-    if meta.deployed:  # built straight as the deploy graph: the train graph's weights are not in the file
-        g = deploy(g)
+    # built straight as the deploy graph when deployed: the train graph's weights are not in the file
+    g = pipeline.graph(prog, meta.model, deployed=meta.deployed, **meta.params)
     state = ckpt["state_dict"]
     held = values_held(state)
     try:
-        gm = to_fx(g, init=False, max_params=min(held, MAX_PARAMS))
+        gm = pipeline.module(g, init=False, max_params=min(held, MAX_PARAMS))
     except GelError:
         raise CheckpointError(f"{path}: its spec asks for more parameters than the {held:,} values it "
                               f"holds") from None

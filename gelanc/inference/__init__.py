@@ -1,0 +1,1 @@
+"""Inference: NMS and the letterbox undone, prediction, the fastest configuration measured."""

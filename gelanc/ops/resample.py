@@ -1,0 +1,82 @@
+"""Changing spatial size: upsampling, pooling, resizing to another map (CBFuse)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from gelanc.ops.registry import Attrs, NoAttrs, OpDef, ShapeError, numel, register, window
+
+
+class UpsampleAttrs(Attrs):
+    scale: PositiveInt = 2
+    mode: Literal["nearest"] = "nearest"
+
+
+def _upsample_lower(b, n, a: UpsampleAttrs, xs, shapes):
+    from torch import nn
+
+    # a module, not a call: thop counts nn.Upsample, as the paper's figures do
+    return b.module(n, nn.Upsample(scale_factor=a.scale, mode=a.mode), xs)
+
+
+register(OpDef(
+    "upsample", UpsampleAttrs, "Nearest-neighbour upsampling by an integer factor.",
+    shape=lambda a, i: [(i[0][0], *(None if d is None else d * a.scale for d in i[0][1:]))],
+    lower=_upsample_lower,
+    macs=lambda a, i, o: numel(o[0])))  # thop counts nearest upsampling as one op per output
+
+
+class PoolAttrs(Attrs):
+    k: PositiveInt
+    s: PositiveInt = 1
+    p: int | None = Field(None, ge=0)  # None: k // 2
+    ceil_mode: bool = False
+
+    @property
+    def padding(self) -> int:
+        return self.k // 2 if self.p is None else self.p
+
+
+def _pool_shape(a: PoolAttrs, ins):
+    if 2 * a.padding > a.k:
+        raise ShapeError(f"padding {a.padding} is more than half the {a.k}×{a.k} window")
+    c, h, w = ins[0]
+    p = a.padding
+    return [(c, window(h, a.k, a.s, p, ceil=a.ceil_mode), window(w, a.k, a.s, p, ceil=a.ceil_mode))]
+
+
+def _maxpool_lower(b, n, a: PoolAttrs, xs, shapes):
+    import torch.nn.functional as F
+
+    return b.call(n, F.max_pool2d, (xs[0], a.k, a.s, a.padding), {"ceil_mode": a.ceil_mode})
+
+
+def _avgpool_lower(b, n, a: PoolAttrs, xs, shapes):
+    import torch.nn.functional as F
+
+    # as the reference's avg_pool2d(x, 2, 1, 0, False, True)
+    return b.call(n, F.avg_pool2d, (xs[0], a.k, a.s, a.padding), {"ceil_mode": a.ceil_mode,
+                                                                   "count_include_pad": True})
+
+
+register(OpDef(
+    "maxpool", PoolAttrs, "Max pooling (thop: zero cost).", shape=_pool_shape, lower=_maxpool_lower))
+register(OpDef(
+    "avgpool", PoolAttrs,
+    "Average pooling, padding counted in the mean (the reference's functional "
+    "avg_pool2d: zero cost by thop's convention).", shape=_pool_shape, lower=_avgpool_lower))
+
+
+def _resize_lower(b, n, a, xs, shapes):
+    from gelanc.backend.fx import resize_to
+
+    return b.call(n, resize_to, (xs[0], xs[1]))
+
+
+register(OpDef(
+    "resize_to", NoAttrs,
+    "Nearest resize of the first input to the spatial size of the second (CBFuse).",
+    shape=lambda a, ins: [(ins[0][0], *ins[1][1:])], arity=(2, 2),
+    lower=_resize_lower))

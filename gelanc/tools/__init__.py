@@ -1,0 +1,1 @@
+"""Tools over a compiled network: graphviz pictures, the paper's feature figures, speed benchmarks."""
