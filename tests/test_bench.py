@@ -64,3 +64,43 @@ def test_fast_path_compiles_only_runs_long_enough_to_repay_it():
     m = gelanc.compile(NOBN, nc=4).eval()
     assert "torch.compile" not in prepare(m, torch.device("cpu"), images=10).description
     assert "torch.compile" in prepare(_copy(m), torch.device("cpu"), images=10_000).description
+
+
+def test_bench_times_the_model_on_the_input_it_reports(monkeypatch):
+    """What a row says was measured is what ran: every call gets a batch of the stated size
+    and image size, in the mode's memory layout; timeit makes warmup + runs calls and
+    reports the fastest of the timed ones. (Only the arithmetic on the times is derived.)"""
+    from gelanc.tools.bench import inference, timeit
+
+    now, durations, calls = [0.0], iter([5.0, 5.0, 0.5, 0.2, 0.9]), []  # two warmup calls, then three timed
+
+    def fn():
+        calls.append(1)
+        now[0] += next(durations)
+
+    import gelanc.tools.bench as bench
+
+    with monkeypatch.context() as mp:
+        mp.setattr(bench.time, "perf_counter", lambda: now[0])
+        t = timeit(fn, torch.device("cpu"), warmup=2, runs=3)
+    assert len(calls) == 5 and t["runs"] == 3
+    assert t["best_s"] == pytest.approx(0.2) and t["median_s"] == pytest.approx(0.5)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append((tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), x.dtype))
+            return self.conv(x)
+
+    rates = {"float32": {"gflops": 100.0}}
+    for mode, channels_last in (("eager", False), ("channels_last", True)):
+        m = Recorder()
+        row = inference(m, gflops=1.0, batch=3, imgsz=32, mode=mode, device=torch.device("cpu"), rates=rates,
+                        quick=True)
+        assert set(m.seen) == {((3, 3, 32, 32), channels_last, torch.float32)}
+        assert len(m.seen) == 1 + 3  # the first call, then the quick run's three
+        assert row["batch"] == 3 and row["mode"] == mode and row["dtype"] == "float32"

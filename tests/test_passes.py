@@ -245,3 +245,22 @@ def test_upsample_shape_and_cost_follow_its_scale(scale):
     want = tuple(torch.nn.Upsample(scale_factor=scale)(torch.zeros(1, 5, 8, 12)).shape[1:])
     assert shapes[out][0] == want
     assert count(g, shapes).total.macs == 5 * 8 * scale * 12 * scale  # thop: one op per output element
+
+
+def test_validate_refuses_more_inputs_than_an_op_takes():
+    """A conv (one input) given a second at the next position: the positions have no gap
+    and the shape rule reads only the first, so the arity check alone can refuse it."""
+    g = _tiny()
+    g.add_edge("x", "b", uses=((1, 0),))
+    with pytest.raises(GelError, match="conv2d node 'b' has 2 inputs; it takes 1"):
+        validate(g)
+
+
+def test_batchnorm_is_not_folded_into_a_conv_that_something_else_reads():
+    """Folding would change what the other reader sees: the BatchNorm stays."""
+    g = lower(load_text("model m() { x = input(3)\n c = conv2d(x, 8, 3, bias = false)\n"
+                        " return batchnorm(c) + c }", "t.gel"))
+    ops = sorted(d["op"] for _, d in fold_bn(g).nodes(data=True))
+    assert ops == ["add", "batchnorm", "conv2d", "input"]
+    alone = lower(load_text("model m() { x = input(3)\n return batchnorm(conv2d(x, 8, 3, bias = false)) }", "t.gel"))
+    assert sorted(d["op"] for _, d in fold_bn(alone).nodes(data=True)) == ["conv2d", "input"]  # its sole reader
