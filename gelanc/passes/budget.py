@@ -15,9 +15,10 @@ import networkx as nx
 
 from gelanc.diagnostics import GelError
 from gelanc.ir.graph import inputs
+from gelanc.ir.located import fail
 from gelanc.limits import MAX_ACTIVATIONS, MAX_IMGSZ, MAX_PARAMS
 from gelanc.ops import REGISTRY
-from gelanc.passes.shapes import fail, infer
+from gelanc.passes.shapes import infer
 
 
 def params_per_node(g: nx.DiGraph) -> dict[str, int]:

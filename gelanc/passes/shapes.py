@@ -12,28 +12,13 @@ import networkx as nx
 
 from gelanc.diagnostics import GelError
 from gelanc.ir.graph import inputs, topo_order
+from gelanc.ir.located import fail
 from gelanc.ops import REGISTRY, Shape, ShapeError
 
 Shapes = dict[str, list[Shape]]
 
 # A probe size divisible by every stride a real network has (2^12 · 3 · 5).
 _PROBE = 61440
-
-
-def where(g: nx.DiGraph, node: str | None) -> GelError:
-    """An error located at a node, with the chain of block calls that produced it (at
-    nothing for ``None``: a graph with no node to blame)."""
-    d = g.nodes[node] if node is not None else {}
-    err = GelError("", d.get("span"))
-    for site, (scope, block) in zip(reversed(d.get("sites", ())), reversed(d.get("blocks", ()))):
-        err.with_note(site, f"in block {block} ('{scope}'), called from here")
-    return err
-
-
-def fail(g: nx.DiGraph, node: str | None, message: str) -> GelError:
-    err = where(g, node)
-    err.message = message
-    return err
 
 
 def infer(g: nx.DiGraph, size: tuple[int, int] | None = None, check_stride: bool = True) -> Shapes:

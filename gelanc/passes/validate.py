@@ -13,9 +13,9 @@ import networkx as nx
 
 from gelanc.diagnostics import GelError
 from gelanc.ir.graph import inputs
+from gelanc.ir.located import fail
 from gelanc.ops import REGISTRY
 from gelanc.passes import shapes
-from gelanc.passes.shapes import fail
 
 
 def validate(g: nx.DiGraph) -> None:
