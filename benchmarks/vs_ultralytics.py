@@ -159,8 +159,10 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     data = benchmark_data(a.data, out, a.images, a.val, a.imgsz, a.hard)
-    runs: dict[str, list[dict]] = {}
     tail = f"-seed{a.seed}" if a.seed else ""
+    saved = out / f"runs{tail}.json"  # every run of this seed so far, this invocation's added to them
+    runs: dict[str, list[dict]] = json.loads(saved.read_text()) if saved.is_file() else {}
+    mine: list[str] = []
     for recipe in a.recipes:
         hyp = None
         if recipe == "reference":
@@ -173,14 +175,16 @@ def main() -> None:
             name = f"gelanc {model}" + ("" if recipe == "default" else f" ({Path(recipe).stem})")
             print(f"training {name}…", file=sys.stderr, flush=True)
             runs[name] = gelanc_run(spec, data, out / (name.replace(" ", "_") + tail), a, hyp)
-            (out / f"runs{tail}.json").write_text(json.dumps(runs, indent=1))  # what is done so far
+            mine.append(name)
+            saved.write_text(json.dumps(runs, indent=1))  # what is done so far
     if a.ultralytics_python:
         name = f"ultralytics {Path(a.ultralytics_model).stem}"
         print(f"training {name}…", file=sys.stderr, flush=True)
         runs[name] = ultralytics_run(a.ultralytics_python, data, (out / f"ultralytics{tail}").resolve(), a)
-    (out / f"runs{tail}.json").write_text(json.dumps(runs, indent=1))
+        mine.append(name)
+    saved.write_text(json.dumps(runs, indent=1))
     print(f"{data} — {a.epochs} epochs, batch {a.batch}, {a.imgsz} px, CPU\n")
-    print(table(runs, a.every))
+    print(table({n: runs[n] for n in mine}, a.every))
 
 
 if __name__ == "__main__":
