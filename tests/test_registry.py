@@ -15,10 +15,10 @@ from gelanc.dsl.loader import library_root, load
 from gelanc.ops import REGISTRY
 
 PACKAGE = Path(gelanc.__file__).parent
-# Where names are the point: the registry itself; the deploy transforms' patterns (a
-# BatchNorm after a conv, an add of two convs); the DSL's own operators ("+" is "add");
-# the importers, which read the reference's and ultralytics' module names from foreign files.
-ALLOWED = {"ops", "passes/deploy.py", "interop/refyaml.py"}
+# Where names are the point: the registry itself, and the deploy transforms' patterns (a
+# BatchNorm after a conv, an add of two convs). The YAML importer keys its module table by
+# the reference's names and reads each module's kind from it, as the rest reads the registry.
+ALLOWED = {"ops", "passes/deploy.py"}
 
 
 def _block_names() -> set[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def _resolve(raw: list[tuple[Any, yaml.Node]], file: str) -> list[Row]:
                                from_span)
             else:
                 sources.append(j)
-        if n > 1 and (len(sources) != 1 or module in ("Concat", "CBFuse", *_HEADS)):
+        if n > 1 and (len(sources) != 1 or _kind(module) in ("join", "fuse", "head")):
             mod = _cut(module, QUOTE_CHARS)
             raise GelError(f"layer {i} ({mod}): repeats > 1 chains copies of a one-input layer; "
                            f"{mod} reading {len(sources)} layer(s) cannot be chained", repeats_span)
@@ -272,20 +272,28 @@ class Module:
     ``block``: the zoo block it is (None for the parameter-free ones, which become
     expressions); ``stem``: the naming stem; ``params``: the block's arguments after the
     input, in the YAML's order (a longer args list is an error); ``stride``: how it
-    changes the feature map's stride (a callable of the args for Conv)."""
+    changes the feature map's stride (a callable of the args for Conv); ``kind``: how the
+    conversion treats it — "block" (a zoo block called on one input), "route" (CBLinear:
+    its outputs are what a fuse may route), "fuse" (CBFuse: routed parts, then the map they
+    join), "join" (Concat), "enlarge" (nn.Upsample), "pass" (the image, or its input, as it is), "head";
+    for a head, ``dual`` (main and auxiliary halves) and ``ultralytics_head`` (the narrower
+    class branch when the YAML is ultralytics')."""
 
     block: str | None
     stem: str
     params: tuple[str, ...] = ()
     stride: Callable[[list], float] = lambda args: 1
     scaled: bool = True  # args[0] is an output width the width multiple scales
+    kind: str = "block"
+    dual: bool = False
+    ultralytics_head: bool = False
+    fixed: dict = field(default_factory=dict)  # params whose only convertible value is this
 
 
 def _conv_stride(args: list) -> float:
     return args[2] if len(args) > 2 and isinstance(args[2], int) else 1
 
 
-_HEADS = {"DDetect", "DualDDetect", "Detect"}
 _PASS = {"Silence", "nn.Identity", "Identity"}
 
 MODULES: dict[str, Module] = {
@@ -294,14 +302,24 @@ MODULES: dict[str, Module] = {
     "ADown": Module("ADown", "down", ("c2",), lambda a: 2),
     "ELAN1": Module("ELAN1", "elan", ("c2", "c3", "c4")),
     "RepNCSPELAN4": Module("RepNCSPELAN4", "elan", ("c2", "c3", "c4", "c5")),
-    "SPPELAN": Module("SPPELAN", "spp", ("c2", "c3", "k")),
-    "CBLinear": Module("CBLinear", "route", ("c2s",), scaled=False),
-    "CBFuse": Module(None, "fuse", scaled=False),
-    "Concat": Module(None, "cat", scaled=False),
-    "nn.Upsample": Module(None, "up", scaled=False),
-    **{name: Module(None, "x", scaled=False) for name in _PASS},
-    **{name: Module(name, "head", scaled=False) for name in _HEADS},
+    "SPPELAN": Module("SPPELAN", "spp", ("c2", "c3", "k"), fixed={"k": 5}),
+    "CBLinear": Module("CBLinear", "route", ("c2s",), scaled=False, kind="route"),
+    "CBFuse": Module(None, "fuse", scaled=False, kind="fuse"),
+    "Concat": Module(None, "cat", scaled=False, kind="join"),
+    "nn.Upsample": Module(None, "up", scaled=False, kind="enlarge"),
+    **{name: Module(None, "x", scaled=False, kind="pass") for name in _PASS},
+    "DDetect": Module("DDetect", "head", scaled=False, kind="head"),
+    "DualDDetect": Module("DualDDetect", "head", scaled=False, kind="head", dual=True),
+    "Detect": Module("Detect", "head", scaled=False, kind="head", ultralytics_head=True),
 }
+
+
+
+
+def _kind(module: str) -> str:
+    """How the conversion treats a YAML module (an unknown one is refused where it is named)."""
+    m = MODULES.get(module)
+    return m.kind if m is not None else "block"
 
 
 # ---- the conversion ---------------------------------------------------------------
@@ -358,8 +376,8 @@ def _strides(rows: list[Row]) -> dict[int, float]:
     stride (1,000 rows of stride 2²⁰), which the spec's compile then refuses at its row."""
     out: dict[int, float] = {-1: 1.0}
     for r in rows:
-        s = out[r.sources[-1] if r.module == "CBFuse" else r.sources[0]]
-        if r.module == "nn.Upsample":
+        s = out[r.sources[-1] if _kind(r.module) == "fuse" else r.sources[0]]
+        if _kind(r.module) == "enlarge":
             factor = r.args[1] if len(r.args) > 1 and isinstance(r.args[1], int) else 2
             s = s / factor if factor else s
         else:
@@ -371,7 +389,7 @@ def _strides(rows: list[Row]) -> dict[int, float]:
 def _branches(rows: list[Row]) -> tuple[set[int], set[int]]:
     """(main rows, aux rows). A dual head's first half reads the auxiliary branch (the
     reference's DualDDetect(A3, A4, A5, P3, P4, P5))."""
-    heads = [r for r in rows if r.module in _HEADS]
+    heads = [r for r in rows if _kind(r.module) == "head"]
     if len(heads) != 1:
         where = heads[1].span if heads else rows[-1].span
         raise GelError("a model YAML needs exactly one detection head (DDetect, DualDDetect or Detect); "
@@ -465,12 +483,12 @@ class _Emitter:
         self.readers: dict[int, int] = {}
         root: dict[int, int] = {}
         for r in rows:
-            if r.module in _PASS:
+            if _kind(r.module) == "pass":
                 root[r.index] = root.get(r.sources[0], r.sources[0])
                 continue
             for s in r.sources:
                 self.readers[root.get(s, s)] = self.readers.get(root.get(s, s), 0) + 1
-        head = next(r for r in rows if r.module in _HEADS)
+        head = next(r for r in rows if _kind(r.module) == "head")
         half = len(head.sources) // 2 if head.module.startswith("Dual") else 0
         self.head_inputs = {s: ("aux_p" if k < half else "p") for k, s in enumerate(head.sources)}
         self.expr: dict[int, str] = {-1: "x"}
@@ -529,10 +547,10 @@ class _Emitter:
                     raise GelError(f"layer {row.index} (Conv): act={_show(v)}; the zoo's Conv takes True (SiLU) "
                                    f"or False (none)", row.span)
                 continue
-            if p == "k" and row.module == "SPPELAN":
-                if v != 5:
-                    raise GelError(f"layer {row.index} (SPPELAN): pool size {_show(v)}; the zoo's SPPELAN pools with 5",
-                                   row.span)
+            if p in m.fixed:  # an argument the zoo's block does not take: only its one value converts
+                if v != m.fixed[p]:
+                    raise GelError(f"layer {row.index} ({row.module}): {p}={_show(v)}; the zoo's {m.block} has "
+                                   f"{p}={m.fixed[p]}", row.span)
                 continue
             out.append(_literal(v, row) if not keyword else f"{p} = {_literal(v, row)}")
         return out
@@ -540,32 +558,32 @@ class _Emitter:
     def value(self, row: Row, src: list[str] | None = None) -> str:
         """The row's .gel expression, reading its sources' expressions (or ``src``)."""
         src = src or [self.expr[s] for s in row.sources]
-        mod = row.module
-        if mod in _PASS:
+        mod, kind = row.module, _kind(row.module)
+        if kind == "pass":
             return src[0]
-        if mod == "Concat":
+        if kind == "join":
             if row.args and row.args[0] not in (1, -3):
                 raise GelError(f"layer {row.index} (Concat) joins along dim {_show(row.args[0])}; .gel's concat joins "
                                f"channels (dim 1)", row.span)
             return f"concat({', '.join(src)})"
-        if mod == "nn.Upsample":
+        if kind == "enlarge":
             size, factor, mode = (list(row.args) + [None, 2, "nearest"][len(row.args):])[:3]
             if size not in (None, "None") or mode != "nearest" or not isinstance(factor, int):
                 raise GelError(f"layer {row.index} (nn.Upsample): only nearest upsampling by an integer factor "
                                f"has a .gel form, got {_show(row.args)}", row.span)
             return f"upsample({src[0]})" if factor == 2 else f"upsample({src[0]}, {factor})"
-        if mod == "CBFuse":
+        if kind == "fuse":
             picks = row.args[0] if row.args else None
             if not (isinstance(picks, list) and len(picks) == len(src) - 1):
                 raise GelError(f"layer {row.index} (CBFuse) needs one index per routed layer, got {_show(row.args)}",
                                row.span)
             for s in row.sources[:-1]:
-                if self.rows[s].module != "CBLinear":
+                if _kind(self.rows[s].module) != "route":
                     raise GelError(f"layer {row.index} (CBFuse) routes layer {s}, a {self.rows[s].module}; "
                                    f"CBFuse routes CBLinear outputs", row.span)
             routes = ", ".join(f"{e}[{_literal(k, row)}]" for e, k in zip(src, picks))
             return f"CBFuse([{routes}], {src[-1]})"
-        if mod in _HEADS:
+        if kind == "head":
             return self.head(row, src)
         if len(src) != 1:
             raise GelError(f"layer {row.index} ({mod}) reads one layer, got {len(src)}", row.span)
@@ -575,14 +593,14 @@ class _Emitter:
         nc = _literal(row.args[0], row) if row.args else "nc"
         if len(row.args) > 1:
             raise GelError(f"layer {row.index} ({row.module}) takes [nc], got {_show(row.args)}", row.span)
-        if row.module == "DualDDetect":
+        if MODULES[row.module].dual:
             if len(src) % 2:
                 raise GelError(f"layer {row.index} (DualDDetect) reads an even number of layers: the auxiliary "
                                f"half, then the main one", row.span)
             half = len(src) // 2
             return f"DualDDetect([{', '.join(src[half:])}], [{', '.join(src[:half])}], {nc})"
         extra = ""
-        if row.module == "Detect":  # the reference's Detect, or ultralytics' (narrower class branch)
+        if MODULES[row.module].ultralytics_head:  # the reference's Detect, or ultralytics' (narrower class branch)
             extra = ", g = 1" if self.dialect == "reference" else ", g = 1, cls_mult = 1, cls_max = 100"
         return f"DDetect([{', '.join(src)}], {nc}{extra})"
 
@@ -591,12 +609,12 @@ class _Emitter:
             mod = MODULES[row.module]
             expr = self.value(row)
             folded = [k for s in row.sources if s in self.folded for k in self.folded.pop(s)]
-            if row.module in _PASS:
+            if mod.kind == "pass":
                 self.expr[row.index] = expr  # Silence: the image itself
                 if folded:
                     self.folded[row.index] = folded
                 continue
-            if mod.block is None and row.module != "CBFuse" and self.readers.get(row.index, 0) == 1:
+            if mod.block is None and mod.kind != "fuse" and self.readers.get(row.index, 0) == 1:
                 self._grow(len(expr), row)
                 self.expr[row.index] = expr  # a Concat or Upsample read once: folded into its reader
                 self.folded[row.index] = [*folded, row.index]
