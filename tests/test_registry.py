@@ -73,9 +73,9 @@ def test_the_name_check_finds_each_kind_of_test(code):
     assert name_tests(code, set(REGISTRY) | _block_names())
 
 
-def test_every_op_declares_its_torch_lowering_and_only_the_head_initialises():
-    for name, op in REGISTRY.items():
-        assert callable(op.lower), name
+def test_the_flags_the_passes_read_mark_exactly_the_ops_they_stand_for():
+    """shapes gives the image size to `source` ops, the backend forms PGI's dual output from
+    `head` ops, initialise runs `init`: each flag on the one op it replaces a name test for."""
     assert [n for n, op in REGISTRY.items() if op.source] == ["input"]
     assert [n for n, op in REGISTRY.items() if op.head] == ["detect"]
     assert [n for n, op in REGISTRY.items() if op.init] == ["detect"]
