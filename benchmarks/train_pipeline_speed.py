@@ -46,7 +46,7 @@ def main() -> None:
     from gelanc.data.cache import ImageCache, header_bytes
     from gelanc.train.ddp import World
     from gelanc.train.hyp import Hyp
-    from gelanc.train.loop import load_data
+    from gelanc.train.setup import load_data
 
     s = a.imgsz
     canvas = torch.randint(0, 255, (3, 2 * s, 2 * s), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -41,8 +41,10 @@ from gelanc.data.image import SENTINEL, ImageError, probe, read_rgb
 from gelanc.dsl.loader import library_root
 from gelanc.limits import MAX_IMAGE_PIXELS
 from gelanc.train import loop
+from gelanc.train import setup as train_setup
+from gelanc.train.args import TrainArgs
 from gelanc.train.hyp import Hyp
-from gelanc.train.loop import TrainArgs, train
+from gelanc.train.loop import train
 
 SPECS = library_root() / "specs"
 FAST = {"warmup_epochs": 0.0, "mosaic": 0.5, "mixup": 0.0}
@@ -414,7 +416,8 @@ def spoil_after_the_scan(monkeypatch, vanishing: Path, shortened: Path) -> None:
         shortened.write_bytes(short_png(32, 32))
         return data
 
-    monkeypatch.setattr(loop, "load_data", load_then_spoil)
+    monkeypatch.setattr(loop, "load_data", load_then_spoil)  # gelanc train's
+    monkeypatch.setattr(train_setup, "load_data", load_then_spoil)  # gelanc val's
 
 
 def assert_named(err: str, named: dict[str, str]) -> None:

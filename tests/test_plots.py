@@ -27,10 +27,10 @@ from gelanc.data.dataset import YoloDataset, collate
 from gelanc.data.synth import CLASSES, write
 from gelanc.dsl.loader import library_root
 from gelanc.train import ddp, plots, results
-from gelanc.train.loop import load_data
 from gelanc.train.loss import DetectionLoss
 from gelanc.train.metrics import confusion_matrix
 from gelanc.train.plots import PLOT_FILES, labels_plot
+from gelanc.train.setup import load_data
 from gelanc.train.val import evaluate
 
 SPEC = library_root() / "specs" / "gelan-t.gel"

@@ -403,9 +403,9 @@ def test_what_a_model_yaml_may_ask_for_is_bounded_at_its_row(tmp_path, capsys, t
 
 
 def test_a_model_yaml_over_its_byte_bound_is_refused_before_parsing(tmp_path, capsys, monkeypatch):
-    import gelanc.interop.refyaml as refyaml
+    import gelanc.interop.yaml_rows as yaml_rows
 
-    monkeypatch.setattr(refyaml, "compose", lambda text: pytest.fail("parsed a file over the bound"))
+    monkeypatch.setattr(yaml_rows, "compose", lambda text: pytest.fail("parsed a file over the bound"))
     text = _rows([CONV] * 2300)  # 2,300 rows of 30 bytes: over 64 KiB, under the reader's 1 MiB
     assert 64 << 10 < len(text) < 1 << 20
     err = _error(tmp_path, text, capsys)

@@ -23,7 +23,9 @@ from gelanc.cli import main
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root
 from gelanc.train import loop
-from gelanc.train.loop import TrainArgs, TrainError, resume_args, train
+from gelanc.train.args import TrainArgs, TrainError
+from gelanc.train.loop import train
+from gelanc.train.resume import resume_args
 
 SPEC = library_root() / "specs" / "gelan-t.gel"
 FAST = {"warmup_epochs": 0.0, "mosaic": 0.5, "mixup": 0.0}
@@ -250,7 +252,8 @@ def test_a_first_epoch_that_fails_leaves_no_empty_run_folder(data, tmp_path, mon
 
 
 def test_a_ctrl_c_after_last_pt_names_the_saved_epoch(tmp_path):
-    from gelanc.train.loop import State, write_epoch
+    from gelanc.train.epoch import State
+    from gelanc.train.run_folder import write_epoch
 
     state = State(epoch=3, rows=[{"epoch": 3.0, "metrics/mAP50": 0.1, "metrics/mAP50-95": 0.05}])
 

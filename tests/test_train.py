@@ -23,7 +23,9 @@ from gelanc.cli import main
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root
 from gelanc.train import loop
-from gelanc.train.loop import TrainArgs, resume_args, train
+from gelanc.train.args import TrainArgs
+from gelanc.train.loop import train
+from gelanc.train.resume import resume_args
 
 SPECS = library_root() / "specs"
 NOBN = Path(__file__).parent / "specs" / "nobn.gel"
@@ -88,7 +90,7 @@ def test_resume_after_an_interruption_reaches_the_same_weights(data, tmp_path, m
 
     def interrupted(*a, **kw):  # dies at the end of the second epoch, before its checkpoint
         metrics = real(*a, **kw)
-        if a[6].epoch == 1:  # state.epoch: epochs finished before this one
+        if kw["state"].epoch == 1:  # epochs finished before this one
             raise KeyboardInterrupt
         return metrics
 

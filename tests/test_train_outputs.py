@@ -15,7 +15,11 @@ from gelanc.backend.checkpoint import read
 from gelanc.data.synth import write
 from gelanc.dsl.loader import library_root
 from gelanc.train import loop
-from gelanc.train.loop import CKPT_KEY, RESULT_COLUMNS, TrainArgs, default_workers, resume_args, train
+from gelanc.train.args import TrainArgs
+from gelanc.train.loop import train
+from gelanc.train.results import RESULT_COLUMNS
+from gelanc.train.resume import CKPT_KEY, resume_args
+from gelanc.train.setup import default_workers
 
 SPEC = library_root() / "specs" / "gelan-t.gel"
 FAST = {"warmup_epochs": 0.0, "mosaic": 0.0, "mixup": 0.0}

@@ -69,7 +69,7 @@ MUTATIONS = [
              "return [(4 + a.nc, ins[0][1] * ins[0][2])]", "detect counts the first level's anchors only"),
     Mutation("gelanc/ops/detect.py", "modules[box].bias.fill_(1.0)", "modules[box].bias.fill_(0.0)",
              "box logits' bias prior lost"),
-    Mutation("gelanc/ir/lower.py", "return _bounded(math.ceil(x / d) * d, span)", "return _bounded(x, span)",
+    Mutation("gelanc/ir/builtins.py", "return bounded(math.ceil(x / d) * d, span)", "return bounded(x, span)",
              "make_divisible does not round"),
     Mutation("gelanc/passes/validate.py", "if sorted(p for p, _ in _positions(g, n)) != list(range(len(ins))):",
              "if False:", "gaps in argument positions accepted"),

@@ -54,8 +54,9 @@ def _train_args(args):
 
 
 def _train_args_unchecked(args):
+    from gelanc.train.args import TrainArgs
     from gelanc.train.hyp import load_hyp
-    from gelanc.train.loop import TrainArgs, resume_args
+    from gelanc.train.resume import resume_args
 
     given = {k: getattr(args, k) for k in ("data", "epochs", "imgsz", "batch", "device", "workers", "out", "seed",
                                            "patience")
@@ -132,7 +133,7 @@ def cmd_val(args) -> int:
     from gelanc.backend.fx import heads
     from gelanc.data.dataset import YoloDataset, collate, skipped_note
     from gelanc.train import ddp
-    from gelanc.train.loop import default_data, load_data
+    from gelanc.train.setup import default_data, load_data
     from gelanc.train.val import evaluate
 
     m, ckpt = checkpoint_model(args.checkpoint, args.graph)

@@ -18,311 +18,37 @@ inputs by index. The conversion is a small compiler of its own:
 6. **check** — the spec is compiled and its shapes inferred; an error there is
    reported at the YAML row that produced the statement.
 
-Which modules are known, and how each one's arguments become a zoo block's, is the
-table :data:`MODULES` — one entry per module.
+Steps 1 and 2 are :mod:`gelanc.interop.yaml_rows`; which modules are known, and how
+each one's arguments become a zoo block's, is the table :data:`MODULES` in
+:mod:`gelanc.interop.yaml_modules` — one entry per module; steps 3 to 6 are here.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from gelanc.diagnostics import SOURCES, GelError, Span
-from gelanc.limits import (
-    MAX_MODEL_YAML_BYTES,
-    MAX_SPEC_BYTES,
-    MAX_YAML_ARGS,
-    MAX_YAML_FROM,
-    MAX_YAML_INT,
-    MAX_YAML_MULTIPLE,
-    MAX_YAML_REPEATS,
-    MAX_YAML_ROWS,
+from gelanc.diagnostics import GelError, Span
+from gelanc.interop.yaml_modules import MODULES, module_kind
+from gelanc.interop.yaml_rows import (
+    QUOTE_CHARS,
+    ModelYaml,
+    Row,
+    Scaling,
+    cut,
+    literal,
+    read_rows,
+    resolve,
+    show,
 )
-from gelanc.yamlfile import compose, read_bounded
+from gelanc.limits import MAX_SPEC_BYTES, MAX_YAML_INT, MAX_YAML_MULTIPLE, MAX_YAML_REPEATS
+from gelanc.yamlfile import read_bounded
 
 DIALECTS = ("reference", "ultralytics")
-QUOTE_CHARS = 60  # of a value from the file in a message
-LINE_CHARS = 200  # of a line of the file (or of the converted spec) quoted under an error
 COMMENT_COLUMN = 100  # where the spec's comments line up (a longer statement pushes its own out)
-
-
-def _cut(text: str, limit: int = 200) -> str:
-    """A message (a library's, or one quoting the file) cut to ``limit`` characters."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _show(value: Any) -> str:
-    """A value from the file for a message: its repr, cut (the file may hold pages in one)."""
-    text = repr(value)
-    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 1] + "…"
-
-
-def _cut_lines(text: str) -> str:
-    """``text`` with every line cut to LINE_CHARS, for quoting under an error."""
-    return "\n".join(line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 1] + "…"
-                     for line in text.split("\n"))
-
-
-# ---- the YAML's top level ---------------------------------------------------------
-
-
-class ModelYaml(BaseModel):
-    """The keys of a model YAML that shape the network (others, e.g. ``anchors``, are ignored)."""
-
-    model_config = ConfigDict(extra="allow")
-    nc: int = Field(80, ge=1, le=MAX_YAML_INT)
-    depth_multiple: float = Field(1.0, gt=0, le=MAX_YAML_MULTIPLE)
-    width_multiple: float = Field(1.0, gt=0, le=MAX_YAML_MULTIPLE)
-    scales: dict[str, list[float]] | None = None
-    scale: str | None = None
-    activation: str | None = None
-    backbone: list
-    head: list | None = None
-
-
-@dataclass
-class Row:
-    """One ``[from, repeats, module, args]`` row, resolved."""
-
-    index: int
-    sources: list[int]  # absolute layer indices; -1 is the image
-    repeats: int
-    module: str
-    args: list
-    span: Span  # the row
-    module_span: Span
-    repeats_span: Span | None = None
-
-
-# ---- reading ----------------------------------------------------------------------
-
-
-def _span(file: str, node: yaml.Node) -> Span:
-    m, e = node.start_mark, node.end_mark
-    return Span(file, m.line + 1, m.column + 1, e.line + 1 if e.line == m.line else None,
-                e.column + 1 if e.line == m.line else None)
-
-
-def _read(text: str, file: str) -> tuple[ModelYaml, list[tuple[Any, yaml.Node]]]:
-    """The YAML's settings, and its rows with their nodes (for locations)."""
-    size = len(text.encode("utf-8"))
-    if size > MAX_MODEL_YAML_BYTES:  # before parsing: PyYAML takes ~6 µs a byte
-        raise GelError(f"{file} is {size:,} bytes; a model YAML may be at most {MAX_MODEL_YAML_BYTES:,} "
-                       f"(MAX_MODEL_YAML_BYTES; the reference's largest is 3.4 KB)")
-    SOURCES.add(file, _cut_lines(text))
-    try:
-        root = compose(text)
-        # built from the node tree, not parsed a second time
-        data = yaml.constructor.SafeConstructor().construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        span = Span(file, mark.line + 1, mark.column + 1) if mark else None
-        raise GelError(f"not valid YAML: {_cut(str(e.problem or e.context))}", span) from None
-    except yaml.YAMLError as e:
-        raise GelError(f"{file}: not valid YAML: {_cut(str(e))}") from None
-    except RecursionError:
-        raise GelError(f"{file}: not valid YAML: collections nested too deeply") from None
-    except ValueError as e:  # a value PyYAML's constructors cannot make (an integer of 5,000 digits, a date)
-        what = "an integer of thousands of digits" if "digits" in str(e) else _cut(str(e), 100)
-        raise GelError(f"{file}: not valid YAML: {what}") from None
-    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
-        raise GelError(f"{file}: a model YAML is a mapping with `backbone` and `head` lists")
-    nodes = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
-    try:
-        cfg = ModelYaml.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else ""
-        where = _span(file, nodes[key]) if key in nodes else None
-        what = _cut(".".join(str(p) for p in err["loc"]))
-        raise GelError(f"`{what}`: {_cut(err['msg'])}" if what else _cut(err["msg"]), where) from None
-    rows = []
-    for section in ("backbone", "head"):
-        seq = nodes.get(section)
-        if seq is None:
-            continue
-        if not isinstance(seq, yaml.SequenceNode):
-            raise GelError(f"`{section}` must be a list of [from, repeats, module, args] rows", _span(file, seq))
-        rows += list(zip(data[section] or [], seq.value))
-        if len(rows) > MAX_YAML_ROWS:
-            raise GelError(f"layer {MAX_YAML_ROWS}: a model YAML may list at most {MAX_YAML_ROWS:,} layers "
-                           f"(MAX_YAML_ROWS; the reference's largest has 50)", _span(file, rows[MAX_YAML_ROWS][1]))
-    if not rows:
-        raise GelError(f"{file} lists no layers (`backbone` and `head` are empty)")
-    return cfg, rows
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_args(args: list, i: int, span: Span) -> None:
-    """A row's args within MAX_YAML_ARGS elements (nested lists' counted) and MAX_YAML_INT;
-    walked without recursion, and stopped at the bound."""
-    todo, seen = list(args), 0
-    while todo:
-        v = todo.pop()
-        seen += 1
-        if seen > MAX_YAML_ARGS:
-            raise GelError(f"layer {i}: its args hold more than {MAX_YAML_ARGS} elements, nested lists' counted "
-                           f"(MAX_YAML_ARGS; the reference's rows hold at most 6)", span)
-        if isinstance(v, list):
-            todo += v
-        elif _is_int(v) and abs(v) > MAX_YAML_INT:
-            raise GelError(f"layer {i}: argument {_show(v)} is over {MAX_YAML_INT:,} in magnitude (MAX_YAML_INT)",
-                           span)
-
-
-def _resolve(raw: list[tuple[Any, yaml.Node]], file: str) -> list[Row]:
-    rows = []
-    for i, (value, node) in enumerate(raw):
-        span = _span(file, node)
-        if not (isinstance(value, list) and len(value) == 4):
-            raise GelError(f"layer {i}: a row is [from, repeats, module, args], got {_show(value)}", span)
-        f, n, module, args = value
-        module_span, repeats_span = _span(file, node.value[2]), _span(file, node.value[1])
-        if not isinstance(module, str):
-            raise GelError(f"layer {i}: the module must be a name, got {_show(module)}", module_span)
-        if not (_is_int(n) and n >= 1):
-            raise GelError(f"layer {i}: repeats must be a positive integer, got {_show(n)}", repeats_span)
-        if n > MAX_YAML_INT:  # before any arithmetic on it; scaled, it is held to MAX_YAML_REPEATS
-            raise GelError(f"layer {i}: {_show(n)} repeats is over {MAX_YAML_INT:,} (MAX_YAML_INT)", repeats_span)
-        if not isinstance(args, list):
-            raise GelError(f"layer {i}: args must be a list, got {_show(args)}", _span(file, node.value[3]))
-        _check_args(args, i, _span(file, node.value[3]))
-        many = isinstance(f, list)
-        from_span = _span(file, node.value[0])
-        if many and not f:
-            raise GelError(f"layer {i}: `from` lists no layer", from_span)
-        if many and len(f) > MAX_YAML_FROM:
-            raise GelError(f"layer {i}: `from` lists {len(f):,} layers; a row may read at most {MAX_YAML_FROM} "
-                           f"(MAX_YAML_FROM; the reference's read at most 6)", from_span)
-        sources = []
-        for s in f if many else [f]:
-            if not _is_int(s):
-                raise GelError(f"layer {i}: `from` holds layer indices, got {_show(s)}", from_span)
-            j = i + s if s < 0 else s
-            if s < 0 and i == 0 and j == -1:
-                sources.append(-1)  # the first layer reads the image
-            elif not 0 <= j < i:
-                raise GelError(f"layer {i} reads layer {_show(s)}, which " +
-                               ("comes later (a layer reads only earlier ones)" if j >= i else "does not exist"),
-                               from_span)
-            else:
-                sources.append(j)
-        if n > 1 and (len(sources) != 1 or _kind(module) in ("join", "fuse", "head")):
-            mod = _cut(module, QUOTE_CHARS)
-            raise GelError(f"layer {i} ({mod}): repeats > 1 chains copies of a one-input layer; "
-                           f"{mod} reading {len(sources)} layer(s) cannot be chained", repeats_span)
-        rows.append(Row(i, sources, n, module, list(args), span, module_span, repeats_span))
-    return rows
-
-
-# ---- arguments --------------------------------------------------------------------
-
-
-def _literal(v: Any, row: Row) -> str:
-    """A YAML argument as a .gel expression."""
-    if v == "nc":
-        return "nc"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if v is None or v == "None":
-        return "none"
-    if isinstance(v, list):
-        return "[" + ", ".join(_literal(x, row) for x in v) + "]"
-    raise GelError(f"layer {row.index} ({row.module}): argument {_show(v)} has no .gel form", row.span)
-
-
-@dataclass
-class Scaling:
-    """The YAML's multiples, applied by both parsers' rules."""
-
-    depth: float = 1.0
-    width: float = 1.0
-    max_channels: float = math.inf
-
-    def channels(self, c: Any, row: Row) -> int:
-        if not isinstance(c, int) or isinstance(c, bool) or c <= 0:
-            raise GelError(f"layer {row.index} ({row.module}): the output width must be a positive integer, "
-                           f"got {_show(c)}", row.span)
-        # both parsers: make_divisible(min(c2, max_channels) * width, 8)
-        return int(math.ceil(min(c, self.max_channels) * self.width / 8) * 8)
-
-    def repeats(self, n: int) -> int:
-        return max(round(n * self.depth), 1) if n > 1 else n
-
-
-# ---- the module table -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Module:
-    """How one YAML module becomes .gel.
-
-    ``block``: the zoo block it is (None for the parameter-free ones, which become
-    expressions); ``stem``: the naming stem; ``params``: the block's arguments after the
-    input, in the YAML's order (a longer args list is an error); ``stride``: how it
-    changes the feature map's stride (a callable of the args for Conv); ``kind``: how the
-    conversion treats it — "block" (a zoo block called on one input), "route" (CBLinear:
-    its outputs are what a fuse may route), "fuse" (CBFuse: routed parts, then the map they
-    join), "join" (Concat), "enlarge" (nn.Upsample), "pass" (the image, or its input, as it is), "head";
-    for a head, ``dual`` (main and auxiliary halves) and ``ultralytics_head`` (the narrower
-    class branch when the YAML is ultralytics')."""
-
-    block: str | None
-    stem: str
-    params: tuple[str, ...] = ()
-    stride: Callable[[list], float] = lambda args: 1
-    scaled: bool = True  # args[0] is an output width the width multiple scales
-    kind: str = "block"
-    dual: bool = False
-    ultralytics_head: bool = False
-    fixed: dict = field(default_factory=dict)  # params whose only convertible value is this
-
-
-def _conv_stride(args: list) -> float:
-    return args[2] if len(args) > 2 and isinstance(args[2], int) else 1
-
-
-_PASS = {"Silence", "nn.Identity", "Identity"}
-
-MODULES: dict[str, Module] = {
-    "Conv": Module("Conv", "conv", ("c2", "k", "s", "p", "g", "d", "act"), _conv_stride),
-    "AConv": Module("AConv", "down", ("c2",), lambda a: 2),
-    "ADown": Module("ADown", "down", ("c2",), lambda a: 2),
-    "ELAN1": Module("ELAN1", "elan", ("c2", "c3", "c4")),
-    "RepNCSPELAN4": Module("RepNCSPELAN4", "elan", ("c2", "c3", "c4", "c5")),
-    "SPPELAN": Module("SPPELAN", "spp", ("c2", "c3", "k"), fixed={"k": 5}),
-    "CBLinear": Module("CBLinear", "route", ("c2s",), scaled=False, kind="route"),
-    "CBFuse": Module(None, "fuse", scaled=False, kind="fuse"),
-    "Concat": Module(None, "cat", scaled=False, kind="join"),
-    "nn.Upsample": Module(None, "up", scaled=False, kind="enlarge"),
-    **{name: Module(None, "x", scaled=False, kind="pass") for name in _PASS},
-    "DDetect": Module("DDetect", "head", scaled=False, kind="head"),
-    "DualDDetect": Module("DualDDetect", "head", scaled=False, kind="head", dual=True),
-    "Detect": Module("Detect", "head", scaled=False, kind="head", ultralytics_head=True),
-}
-
-
-
-
-def _kind(module: str) -> str:
-    """How the conversion treats a YAML module (an unknown one is refused where it is named)."""
-    m = MODULES.get(module)
-    return m.kind if m is not None else "block"
-
-
-# ---- the conversion ---------------------------------------------------------------
 
 
 @dataclass
@@ -356,18 +82,18 @@ def _scaling(cfg: ModelYaml, file: str, scale: str | None) -> Scaling:
         m = re.search(r"yolov?\d+([a-z])", Path(file).stem)
         pick = m.group(1) if m and m.group(1) in cfg.scales else None
     if pick not in cfg.scales:
-        names = [_cut(k, 20) for k in list(cfg.scales)[:12]]
+        names = [cut(k, 20) for k in list(cfg.scales)[:12]]
         raise GelError(f"{file} defines the scales {', '.join(names)}{', …' if len(cfg.scales) > 12 else ''}: "
-                       f"choose one with --scale" + (f" ('{_cut(pick, 20)}' is not one of them)" if pick else ""))
+                       f"choose one with --scale" + (f" ('{cut(pick, 20)}' is not one of them)" if pick else ""))
     values = cfg.scales[pick]
     if len(values) < 2:
-        raise GelError(f"scale '{_cut(pick, 20)}' must list [depth, width, max_channels]")
+        raise GelError(f"scale '{cut(pick, 20)}' must list [depth, width, max_channels]")
     depth, width = values[0], values[1]
     cap = values[2] if len(values) > 2 else math.inf
     if not (0 < depth <= MAX_YAML_MULTIPLE and 0 < width <= MAX_YAML_MULTIPLE
             and (cap == math.inf or 1 <= cap <= MAX_YAML_INT)):
-        raise GelError(f"scale '{_cut(pick, 20)}': depth and width must be over 0 and at most {MAX_YAML_MULTIPLE:g} "
-                       f"(MAX_YAML_MULTIPLE), max_channels from 1 to {MAX_YAML_INT:,}; got {_show(values)}")
+        raise GelError(f"scale '{cut(pick, 20)}': depth and width must be over 0 and at most {MAX_YAML_MULTIPLE:g} "
+                       f"(MAX_YAML_MULTIPLE), max_channels from 1 to {MAX_YAML_INT:,}; got {show(values)}")
     return Scaling(depth, width, cap)
 
 
@@ -376,8 +102,8 @@ def _strides(rows: list[Row]) -> dict[int, float]:
     stride (1,000 rows of stride 2²⁰), which the spec's compile then refuses at its row."""
     out: dict[int, float] = {-1: 1.0}
     for r in rows:
-        s = out[r.sources[-1] if _kind(r.module) == "fuse" else r.sources[0]]
-        if _kind(r.module) == "enlarge":
+        s = out[r.sources[-1] if module_kind(r.module) == "fuse" else r.sources[0]]
+        if module_kind(r.module) == "enlarge":
             factor = r.args[1] if len(r.args) > 1 and isinstance(r.args[1], int) else 2
             s = s / factor if factor else s
         else:
@@ -389,7 +115,7 @@ def _strides(rows: list[Row]) -> dict[int, float]:
 def _branches(rows: list[Row]) -> tuple[set[int], set[int]]:
     """(main rows, aux rows). A dual head's first half reads the auxiliary branch (the
     reference's DualDDetect(A3, A4, A5, P3, P4, P5))."""
-    heads = [r for r in rows if _kind(r.module) == "head"]
+    heads = [r for r in rows if module_kind(r.module) == "head"]
     if len(heads) != 1:
         where = heads[1].span if heads else rows[-1].span
         raise GelError("a model YAML needs exactly one detection head (DDetect, DualDDetect or Detect); "
@@ -420,15 +146,15 @@ def convert(text: str, file: str = "<model.yaml>", *, scale: str | None = None, 
     """A model YAML's text → a checked .gel spec. Raises :class:`GelError` located in the YAML."""
     if dialect not in ("auto", *DIALECTS):
         raise GelError(f"unknown dialect '{dialect}' (auto, {', '.join(DIALECTS)})")
-    cfg, raw = _read(text, file)
+    cfg, raw = read_rows(text, file)
     if cfg.activation and cfg.activation.replace(" ", "") not in ("nn.SiLU()", "SiLU()"):
-        raise GelError(f"activation {_cut(cfg.activation, QUOTE_CHARS)}: the zoo's blocks use SiLU only")
-    rows = _resolve(raw, file)
+        raise GelError(f"activation {cut(cfg.activation, QUOTE_CHARS)}: the zoo's blocks use SiLU only")
+    rows = resolve(raw, file)
     for r in rows:
         if r.module not in MODULES:
             from gelanc.dsl.loader import suggest
 
-            raise GelError(f"layer {r.index}: module '{_cut(r.module, QUOTE_CHARS)}' has no counterpart in the zoo "
+            raise GelError(f"layer {r.index}: module '{cut(r.module, QUOTE_CHARS)}' has no counterpart in the zoo "
                            f"(known: {', '.join(sorted(MODULES))}){suggest(r.module, MODULES)}", r.module_span)
     dialect = _dialect(cfg, dialect)
     scaling = _scaling(cfg, file, scale)
@@ -483,12 +209,12 @@ class _Emitter:
         self.readers: dict[int, int] = {}
         root: dict[int, int] = {}
         for r in rows:
-            if _kind(r.module) == "pass":
+            if module_kind(r.module) == "pass":
                 root[r.index] = root.get(r.sources[0], r.sources[0])
                 continue
             for s in r.sources:
                 self.readers[root.get(s, s)] = self.readers.get(root.get(s, s), 0) + 1
-        head = next(r for r in rows if _kind(r.module) == "head")
+        head = next(r for r in rows if module_kind(r.module) == "head")
         half = len(head.sources) // 2 if head.module.startswith("Dual") else 0
         self.head_inputs = {s: ("aux_p" if k < half else "p") for k, s in enumerate(head.sources)}
         self.expr: dict[int, str] = {-1: "x"}
@@ -544,44 +270,44 @@ class _Emitter:
                     out.append("act = none")
                     keyword = True
                 elif v is not True:
-                    raise GelError(f"layer {row.index} (Conv): act={_show(v)}; the zoo's Conv takes True (SiLU) "
+                    raise GelError(f"layer {row.index} (Conv): act={show(v)}; the zoo's Conv takes True (SiLU) "
                                    f"or False (none)", row.span)
                 continue
             if p in m.fixed:  # an argument the zoo's block does not take: only its one value converts
                 if v != m.fixed[p]:
-                    raise GelError(f"layer {row.index} ({row.module}): {p}={_show(v)}; the zoo's {m.block} has "
+                    raise GelError(f"layer {row.index} ({row.module}): {p}={show(v)}; the zoo's {m.block} has "
                                    f"{p}={m.fixed[p]}", row.span)
                 continue
-            out.append(_literal(v, row) if not keyword else f"{p} = {_literal(v, row)}")
+            out.append(literal(v, row) if not keyword else f"{p} = {literal(v, row)}")
         return out
 
     def value(self, row: Row, src: list[str] | None = None) -> str:
         """The row's .gel expression, reading its sources' expressions (or ``src``)."""
         src = src or [self.expr[s] for s in row.sources]
-        mod, kind = row.module, _kind(row.module)
+        mod, kind = row.module, module_kind(row.module)
         if kind == "pass":
             return src[0]
         if kind == "join":
             if row.args and row.args[0] not in (1, -3):
-                raise GelError(f"layer {row.index} (Concat) joins along dim {_show(row.args[0])}; .gel's concat joins "
+                raise GelError(f"layer {row.index} (Concat) joins along dim {show(row.args[0])}; .gel's concat joins "
                                f"channels (dim 1)", row.span)
             return f"concat({', '.join(src)})"
         if kind == "enlarge":
             size, factor, mode = (list(row.args) + [None, 2, "nearest"][len(row.args):])[:3]
             if size not in (None, "None") or mode != "nearest" or not isinstance(factor, int):
                 raise GelError(f"layer {row.index} (nn.Upsample): only nearest upsampling by an integer factor "
-                               f"has a .gel form, got {_show(row.args)}", row.span)
+                               f"has a .gel form, got {show(row.args)}", row.span)
             return f"upsample({src[0]})" if factor == 2 else f"upsample({src[0]}, {factor})"
         if kind == "fuse":
             picks = row.args[0] if row.args else None
             if not (isinstance(picks, list) and len(picks) == len(src) - 1):
-                raise GelError(f"layer {row.index} (CBFuse) needs one index per routed layer, got {_show(row.args)}",
+                raise GelError(f"layer {row.index} (CBFuse) needs one index per routed layer, got {show(row.args)}",
                                row.span)
             for s in row.sources[:-1]:
-                if _kind(self.rows[s].module) != "route":
+                if module_kind(self.rows[s].module) != "route":
                     raise GelError(f"layer {row.index} (CBFuse) routes layer {s}, a {self.rows[s].module}; "
                                    f"CBFuse routes CBLinear outputs", row.span)
-            routes = ", ".join(f"{e}[{_literal(k, row)}]" for e, k in zip(src, picks))
+            routes = ", ".join(f"{e}[{literal(k, row)}]" for e, k in zip(src, picks))
             return f"CBFuse([{routes}], {src[-1]})"
         if kind == "head":
             return self.head(row, src)
@@ -590,9 +316,9 @@ class _Emitter:
         return f"{MODULES[mod].block}({', '.join([src[0], *self.call_args(row)])})"
 
     def head(self, row: Row, src: list[str]) -> str:
-        nc = _literal(row.args[0], row) if row.args else "nc"
+        nc = literal(row.args[0], row) if row.args else "nc"
         if len(row.args) > 1:
-            raise GelError(f"layer {row.index} ({row.module}) takes [nc], got {_show(row.args)}", row.span)
+            raise GelError(f"layer {row.index} ({row.module}) takes [nc], got {show(row.args)}", row.span)
         if MODULES[row.module].dual:
             if len(src) % 2:
                 raise GelError(f"layer {row.index} (DualDDetect) reads an even number of layers: the auxiliary "
@@ -692,7 +418,7 @@ def _check(spec: str, name: str, lines: dict[int, tuple[str, Row]], file: str):
     except GelError as e:
         spans = [s for s in [e.span, *(n.span for n in e.notes)] if s and s.file == name]
         what, row = lines.get(spans[-1].line - header, (None, None)) if spans else (None, None)
-        message = _cut(e.message, 300)
+        message = cut(e.message, 300)
         if row is None:
             raise GelError(f"{file}: the converted network does not build: {message}") from None
         raise GelError(f"{what}: {message}", row.span).with_note(None, _statement(spec, spans[-1])) from None
@@ -702,9 +428,9 @@ def _statement(spec: str, span: Span) -> str:
     """The note under an error in the converted spec: its statement, and the part at fault."""
     line = spec.split("\n")[span.line - 1]
     code = line.split("  # ")[0].strip()
-    note = f"in the converted statement `{_cut(code, 120)}`"
+    note = f"in the converted statement `{cut(code, 120)}`"
     if span.end_line == span.line and span.end_column:
         part = line[span.column - 1: span.end_column - 1]
         if part and part != code:
-            note += f", at `{_cut(part, 60)}`"
+            note += f", at `{cut(part, 60)}`"
     return note

@@ -17,251 +17,44 @@ every list value is at most MAX_LIST_LEN elements (nested ones counted) and
 MAX_LIST_DEPTH deep, every number within ±MAX_INT, the graph at most MAX_NODES ops.
 Past a bound, lowering stops with an error at the expression or statement that
 passed it.
+
+The interpreter is this module; the values it computes with and their bounds are
+:mod:`gelanc.ir.values`, the builtin functions :mod:`gelanc.ir.builtins`, and the
+matching of an op call's arguments to the op's inputs and attributes
+:mod:`gelanc.ir.opcall`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-from pydantic import ValidationError
 
 from gelanc.diagnostics import GelError, Span
 from gelanc.dsl import ast
 from gelanc.dsl.loader import Program, suggest
+from gelanc.ir.builtins import BUILTINS
 from gelanc.ir.graph import Ref, add_node, new_graph
-from gelanc.limits import (
-    MAX_BLOCK_DEPTH,
-    MAX_EDGES,
-    MAX_EVAL_STEPS,
-    MAX_INT,
-    MAX_LIST_DEPTH,
-    MAX_LIST_LEN,
-    MAX_NODES,
-    MAX_SPEC_BYTES,
+from gelanc.ir.opcall import bind_op
+from gelanc.ir.values import (
+    TYPE_OK,
+    BlockValue,
+    Seq,
+    Tensor,
+    as_number,
+    bounded,
+    check_plain,
+    describe,
+    flatten,
+    list_size,
+    short,
+    type_name,
 )
-from gelanc.ops import REGISTRY, Attrs, OpDef, ShapeError
-
-# ---- run-time values ------------------------------------------------------------
-
-
-class Tensor:
-    """A value that is one output of one IR node (a plain class: made for every op)."""
-
-    __slots__ = ("ref", "shape")
-
-    def __init__(self, ref: Ref, shape: tuple):
-        self.ref = ref
-        self.shape = shape  # channels known, spatial None
-
-    def __repr__(self) -> str:
-        return f"Tensor({self.ref}, {self.shape})"
-
-    @property
-    def channels(self) -> int:
-        return self.shape[0]
-
-
-@dataclass(frozen=True, slots=True)
-class BlockValue:
-    """A block or primitive op used as a value (GELAN's pluggable computational block)."""
-
-    name: str
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class Seq(dict):
-    """A name assigned by index (``m[i] = ...``): behaves as a list in expressions."""
-
-    def as_list(self, span: Span) -> list:
-        keys = sorted(self)
-        if keys != list(range(len(keys))):
-            missing = next(i for i in range(len(keys) + 1) if i not in self)
-            raise GelError(f"indexed name has no element {missing}", span)
-        return [self[k] for k in keys]
-
-
-def _type_name(v: Any) -> str:
-    if isinstance(v, Tensor):
-        return "tensor"
-    if isinstance(v, bool):
-        return "bool"
-    if v is None:
-        return "none"
-    if isinstance(v, BlockValue):
-        return "block"
-    if isinstance(v, (list, tuple, Seq)):
-        return "list"
-    return {int: "int", float: "float", str: "str"}.get(type(v), type(v).__name__)
-
-
-_TYPE_OK = {
-    "tensor": lambda v: isinstance(v, Tensor),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "list": lambda v: isinstance(v, (list, tuple, Seq)),
-    "block": lambda v: isinstance(v, BlockValue),
-    "any": lambda v: True,
-}
-
-
-def _describe(v: Any) -> str:
-    if isinstance(v, Tensor):
-        return f"tensor ({v.channels} channels)"
-    if isinstance(v, (list, tuple, Seq)):
-        size, depth = _size(v)
-        if size > 32 or depth > 2:  # too big to quote (or, from a bad spec, to walk)
-            return f"list of {len(v)} values"
-        if any(isinstance(x, Tensor) for x in _flatten(v)):
-            return f"list of {len(_flatten(v))} values with tensors"
-    if v is None:
-        return "none"
-    return f"{_type_name(v)} {v!r}" if not isinstance(v, BlockValue) else f"block {v}"
-
-
-# ---- builtins -------------------------------------------------------------------
-
-
-def _num(v, span, what):
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise GelError(f"{what} expects a number, got {_describe(v)}", span)
-    return v
-
-
-def _b_int(span, x):
-    x = _num(x, span, "int()")
-    if not math.isfinite(x):
-        raise GelError(f"int() of {x}", span)
-    return int(x)
-
-
-def _b_range(span, *a):
-    if not 1 <= len(a) <= 3 or not all(isinstance(x, int) and not isinstance(x, bool) for x in a):
-        raise GelError("range() takes one to three integers", span)
-    if len(a) == 3 and a[2] == 0:
-        raise GelError("range() step must not be zero", span)
-    r = range(*a)
-    if len(r) > MAX_LIST_LEN:
-        raise GelError(f"range of {len(r)} steps is too long (at most {MAX_LIST_LEN}, MAX_LIST_LEN)", span)
-    return list(r)
-
-
-def _b_channels(span, x):
-    if not isinstance(x, Tensor):
-        raise GelError(f"channels() expects a tensor, got {_describe(x)}", span)
-    return x.channels
-
-
-def _b_len(span, x):
-    if not isinstance(x, (list, tuple, Seq, str)):
-        raise GelError(f"len() expects a list, got {_describe(x)}", span)
-    return len(x)
-
-
-def _b_make_divisible(span, x, d):
-    # The reference's make_divisible: the smallest multiple of d not below x.
-    x, d = _num(x, span, "make_divisible()"), _num(d, span, "make_divisible()")
-    if d <= 0 or not math.isfinite(x):
-        raise GelError(f"make_divisible({x}, {d}): the divisor must be positive", span)
-    return _bounded(math.ceil(x / d) * d, span)
-
-
-def _numbers(span, name, a):
-    vals = a[0] if len(a) == 1 and isinstance(a[0], (list, tuple)) else a
-    if not vals:
-        raise GelError(f"{name}() of nothing", span)
-    return [_num(v, span, f"{name}()") for v in vals]
-
-
-BUILTINS: dict[str, Callable[..., Any]] = {
-    "int": _b_int,
-    "float": lambda span, x: float(_num(x, span, "float()")),
-    "round": lambda span, x: round(_num(x, span, "round()")),
-    "abs": lambda span, x: abs(_num(x, span, "abs()")),
-    "max": lambda span, *a: max(_numbers(span, "max", a)),
-    "min": lambda span, *a: min(_numbers(span, "min", a)),
-    "sum": lambda span, *a: _bounded(sum(_numbers(span, "sum", a)), span),
-    "len": _b_len,
-    "range": _b_range,
-    "channels": _b_channels,
-    "make_divisible": _b_make_divisible,
-}
-
-
-def _short(v: Any) -> str:
-    text = str(v)
-    return text if len(text) <= 24 else f"{text[:10]}…{text[-10:]}"
-
-
-def _bounded(x: int | float, span: Span) -> int | float:
-    """``x``, a number a spec computed, if it is finite and within ±MAX_INT.
-
-    Bounding every result keeps arithmetic cheap: repeated squaring would otherwise
-    build integers of millions of digits."""
-    if -MAX_INT <= x <= MAX_INT:
-        return x
-    if isinstance(x, float) and not math.isfinite(x):
-        raise GelError(f"the result {x} is not a finite number", span)
-    raise GelError(f"the result {_short(x)} is too large: a spec's numbers stay within ±{MAX_INT} (MAX_INT)", span)
-
-
-def _check_plain(v: Any, span: Span | None) -> None:
-    """``v`` is a number, string, boolean or none that a spec could have written."""
-    if isinstance(v, str):
-        if len(v) > MAX_SPEC_BYTES:
-            raise GelError(f"a string of {len(v)} characters is too long", span)
-    elif isinstance(v, (int, float)) and not isinstance(v, bool):
-        if isinstance(v, float) and not math.isfinite(v):
-            raise GelError(f"{v} is not a finite number", span)
-        if abs(v) > MAX_INT:
-            raise GelError(f"{_short(v)} is too large: a spec's numbers stay within ±{MAX_INT} (MAX_INT)", span)
-    elif not (v is None or isinstance(v, (bool, BlockValue))):
-        raise GelError(f"a {type(v).__name__} is not a value of the language: a model takes numbers, strings, "
-                       "booleans, none and lists of them", span)
-
-
-def check_value(v: Any) -> None:
-    """A model parameter that reaches gelanc from outside any spec (a run's stored settings,
-    a checkpoint's metadata): a plain value of the language within its bounds, or a
-    GelError (without a location) saying why. Cheap for any value, shared or deep."""
-    size, depth = _size(v)
-    if size > MAX_LIST_LEN:
-        raise GelError(f"a list of more than {MAX_LIST_LEN} elements, those of nested lists counted (MAX_LIST_LEN)")
-    if depth > MAX_LIST_DEPTH:
-        raise GelError(f"lists nested more than {MAX_LIST_DEPTH} deep (MAX_LIST_DEPTH)")
-    for x in _flatten(v) if isinstance(v, (list, tuple)) else [v]:
-        _check_plain(x, None)
-
-
-def _size(v: Any) -> tuple[int, int]:
-    """Elements of a list value, those of nested lists counted too, and its depth.
-
-    Walked without recursion, and only until MAX_LIST_LEN elements or MAX_LIST_DEPTH
-    levels are passed: a value that refers to itself, or nests a list 10,000 deep,
-    is measured as cheaply as a small one."""
-    if not isinstance(v, (list, tuple, Seq)):
-        return 0, 0
-    size, deepest = 0, 0
-    todo = [(v, 1)]
-    while todo:
-        x, depth = todo.pop()
-        deepest = max(deepest, depth)
-        items = list(x.values()) if isinstance(x, Seq) else x
-        size += len(items)
-        if size > MAX_LIST_LEN or depth > MAX_LIST_DEPTH:
-            break
-        todo += [(y, depth + 1) for y in items if isinstance(y, (list, tuple, Seq))]
-    return size, deepest
-
+from gelanc.limits import MAX_BLOCK_DEPTH, MAX_EDGES, MAX_EVAL_STEPS, MAX_LIST_DEPTH, MAX_LIST_LEN, MAX_NODES
+from gelanc.ops import REGISTRY, ShapeError
 
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
           "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
@@ -317,7 +110,7 @@ class Lowerer:
         """Refuse a list value past MAX_LIST_LEN elements or MAX_LIST_DEPTH levels; the walk is work."""
         if not isinstance(v, (list, tuple, Seq)):
             return
-        size, depth = _size(v)
+        size, depth = list_size(v)
         if size > MAX_LIST_LEN:
             raise GelError(f"list of more than {MAX_LIST_LEN} elements, those of nested lists counted "
                            "(MAX_LIST_LEN)", span)
@@ -342,16 +135,16 @@ class Lowerer:
         plain value of the language, within the same bounds as one the spec computes."""
         try:
             self.measure(v, span)
-            for x in _flatten(v) if isinstance(v, (list, tuple)) else [v]:
-                _check_plain(x, span)
+            for x in flatten(v) if isinstance(v, (list, tuple)) else [v]:
+                check_plain(x, span)
         except GelError as e:
-            raise GelError(f"model parameter '{_short(key)}': {e.message}", span) from None
+            raise GelError(f"model parameter '{short(key)}': {e.message}", span) from None
 
     # ---- entry ----
     def lower_model(self, name: str, overrides: dict[str, Any] | None = None) -> nx.DiGraph:
         model = self.prog.models.get(name)
         if model is None:
-            raise GelError(f"no model '{_short(name)}' in {self.prog.file}{suggest(name, self.prog.models)}",
+            raise GelError(f"no model '{short(name)}' in {self.prog.file}{suggest(name, self.prog.models)}",
                            self.prog.span)
         try:
             return self._lower_model(name, model, overrides)
@@ -384,12 +177,12 @@ class Lowerer:
         frame = _Frame("", ())
         bound = self.bind(model, [], kwargs, frame, model.span, from_user=True)
         self.g.graph["params"] = {k: v for k, v in bound.items() if not isinstance(v, (Tensor,))
-                                  and _type_name(v) in ("int", "float", "bool", "str", "none", "list", "block")}
+                                  and type_name(v) in ("int", "float", "bool", "str", "none", "list", "block")}
         self.g.graph["params"] = {k: (str(v) if isinstance(v, BlockValue) else v)
                                   for k, v in self.g.graph["params"].items()}
         frame.vars = {k: (v, None) for k, v in bound.items()}
         result = self.run_body(model, frame)  # measured by its return statement: flattening it is safe
-        outs = _flatten(result)
+        outs = flatten(result)
         if not outs or not all(isinstance(t, Tensor) for t in outs):
             raise GelError(f"model '{model.name}' must return tensors", model.span)
         self.g.graph["outputs"] = [t.ref for t in outs]
@@ -439,10 +232,10 @@ class Lowerer:
                 bound[p.name] = self.eval(p.default, callee)
             callee.vars[p.name] = (bound[p.name], None)
             v = bound[p.name]
-            if p.type and not _TYPE_OK[p.type](v):
+            if p.type and not TYPE_OK[p.type](v):
                 i = names.index(p.name)
                 where = arg_spans[i] if arg_spans and i < len(arg_spans) else span
-                raise GelError(f"argument '{p.name}' of {d.name} must be {p.type}, got {_describe(v)}",
+                raise GelError(f"argument '{p.name}' of {d.name} must be {p.type}, got {describe(v)}",
                                where).with_note(p.span, "parameter declared here")
         return bound
 
@@ -518,7 +311,7 @@ class Lowerer:
             items = items.as_list(iterable.span)
         if not isinstance(items, (list, tuple)):
             raise GelError(f"{what} run{'s' if what[0] == 'a' else ''} over a list or range(), "
-                           f"got {_describe(items)}", iterable.span)
+                           f"got {describe(items)}", iterable.span)
         if var in frame.vars:
             raise GelError(f"{'loop' if what == 'for loops' else 'comprehension'} variable '{var}' hides a "
                            "name defined earlier"
@@ -556,7 +349,7 @@ class Lowerer:
         if isinstance(value, Seq):
             value = value.as_list(stmt.value.span)
         if not isinstance(value, (tuple, list)):
-            raise GelError(f"cannot unpack {_describe(value)} into {len(targets)} names", stmt.span)
+            raise GelError(f"cannot unpack {describe(value)} into {len(targets)} names", stmt.span)
         if len(value) != len(targets):
             raise GelError(f"cannot unpack {len(value)} values into {len(targets)} names", stmt.span)
         for t, v in zip(targets, value):
@@ -566,7 +359,7 @@ class Lowerer:
         assert t.index is not None, "only an indexed target has a key"
         k = self.eval(t.index, frame)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise GelError(f"an indexed name takes a non-negative integer index, got {_describe(k)}", t.index.span)
+            raise GelError(f"an indexed name takes a non-negative integer index, got {describe(k)}", t.index.span)
         return k
 
     def bind_target(self, t: ast.Target, value: Any, frame: _Frame, rest: list[ast.Stmt]) -> None:
@@ -610,7 +403,7 @@ class Lowerer:
         v = self.eval(e.operand, frame)
         if e.op == "not":
             return not self.truth(v, e.operand.span)
-        return _bounded(-_num(v, e.span, "unary minus"), e.span)
+        return bounded(-as_number(v, e.span, "unary minus"), e.span)
 
     def ternary(self, e: ast.Ternary, frame: _Frame, name: str | None = None) -> Any:
         cond = self.truth(self.eval(e.cond, frame), e.cond.span)
@@ -653,18 +446,18 @@ class Lowerer:
     def index(self, v: Any, k: Any, e: ast.Index) -> Any:
         if isinstance(v, Seq):
             if not isinstance(k, int) or isinstance(k, bool):
-                raise GelError(f"index must be an integer, got {_describe(k)}", e.index.span)
+                raise GelError(f"index must be an integer, got {describe(k)}", e.index.span)
             kk = k if k >= 0 else len(v) + k
             if kk not in v:
                 raise GelError(f"index {k} out of range (defined: {sorted(v)})", e.span)
             return v[kk]
         if isinstance(v, (list, tuple, str)):
             if not isinstance(k, int) or isinstance(k, bool):
-                raise GelError(f"index must be an integer, got {_describe(k)}", e.index.span)
+                raise GelError(f"index must be an integer, got {describe(k)}", e.index.span)
             if not -len(v) <= k < len(v):
                 raise GelError(f"index {k} out of range for {len(v)} values", e.span)
             return v[k]
-        raise GelError(f"cannot index {_describe(v)}", e.span)
+        raise GelError(f"cannot index {describe(v)}", e.span)
 
     def binop(self, e: ast.BinOp, frame: _Frame, name: str | None = None) -> Any:
         if e.op in ("and", "or"):
@@ -682,12 +475,12 @@ class Lowerer:
             if e.op in ("==", "!="):
                 return _COMPARE[e.op](a, b)
             try:
-                if (type(a) is not type(b) and _type_name(a) != _type_name(b)
-                        and not all(_TYPE_OK["float"](x) for x in (a, b))):
+                if (type(a) is not type(b) and type_name(a) != type_name(b)
+                        and not all(TYPE_OK["float"](x) for x in (a, b))):
                     raise TypeError
                 return _COMPARE[e.op](a, b)
             except TypeError:
-                raise GelError(f"cannot compare {_describe(a)} with {_describe(b)}", e.span) from None
+                raise GelError(f"cannot compare {describe(a)} with {describe(b)}", e.span) from None
         if e.op == "+" and isinstance(a, Tensor) and isinstance(b, Tensor):
             scope = self.claim(frame, name, "add", e.span)
             return self.emit("add", [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
@@ -697,7 +490,7 @@ class Lowerer:
             return out
         if isinstance(a, Tensor) or isinstance(b, Tensor):
             raise GelError(f"operator {e.op} is not defined for tensors (only + adds them)", e.span)
-        a, b = _num(a, e.left.span, f"operator {e.op}"), _num(b, e.right.span, f"operator {e.op}")
+        a, b = as_number(a, e.left.span, f"operator {e.op}"), as_number(b, e.right.span, f"operator {e.op}")
         if e.op in ("/", "//", "%") and b == 0:
             raise GelError("division by zero", e.right.span)
         if e.op == "**" and a == 0 and b < 0:
@@ -710,14 +503,14 @@ class Lowerer:
             raise GelError(f"operator {e.op}: the result is too large", e.span) from None
         if isinstance(out, complex):
             raise GelError(f"operator {e.op}: the result is not a real number", e.span)
-        return _bounded(out, e.span)
+        return bounded(out, e.span)
 
     # ---- calls ----
     def call(self, e: ast.Call, frame: _Frame, name: str | None) -> Any:
         fspan = e.func_span or e.span
         target = frame.vars[e.func][0] if e.func in frame.vars else None
         if e.func in frame.vars and not isinstance(target, BlockValue):
-            raise GelError(f"'{e.func}' is {_describe(target)}, not a block", fspan)
+            raise GelError(f"'{e.func}' is {describe(target)}, not a block", fspan)
         func = target.name if isinstance(target, BlockValue) else e.func
         args = [self.eval(a, frame) for a in e.args]
         kwargs = {kw.name: self.eval(kw.value, frame) for kw in e.kwargs}
@@ -771,56 +564,8 @@ class Lowerer:
     def emit(self, op: str, args: list, kwargs: dict, frame: _Frame, name: str | None, span: Span,
              arg_spans: list[Span]) -> Any:
         """Add one primitive op node; returns its output tensor(s)."""
-        d: OpDef = REGISTRY[op]
-        args = [a.as_list(span) if isinstance(a, Seq) else a for a in args]
-        lo, hi = d.arity
-        inputs: list[Tensor] = []
-        input_spans: list[Span] = []  # for each input, the argument it came from
-        i = 0  # leading arguments that are tensors are the inputs (indexed: concat may take thousands)
-        while i < len(args) and (hi is None or len(inputs) < hi) and _is_tensors(args[i]):
-            got = _flatten(args[i])
-            inputs += got
-            input_spans += [arg_spans[i] if i < len(arg_spans) else span] * len(got)
-            i += 1
-        rest, rest_spans = args[i:], list(arg_spans[i:])
-        if len(inputs) < lo or (hi is not None and len(inputs) > hi):
-            want = f"{lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
-            raise GelError(f"{op} takes {want} tensor input{'s' if want != '1' else ''}, got {len(inputs)}", span)
-        fields = _field_names(d.attrs)
-        if len(rest) > len(fields):
-            bad = rest[len(fields)]
-            raise GelError(f"{op} takes {len(fields)} argument{'s' if len(fields) != 1 else ''} after its "
-                           f"tensor input{'s' if lo != 1 else ''}, got {len(rest)} (extra: {_describe(bad)})",
-                           rest_spans[len(fields)] if len(rest_spans) > len(fields) else span)
-        raw = dict(zip(fields, rest))
-        field_spans = dict(zip(fields, rest_spans))
-        for k, v in kwargs.items():
-            if k not in fields:
-                raise GelError(f"{op} has no argument '{k}'{suggest(k, fields)}"
-                               + (f" (it takes: {', '.join(fields)})" if fields else " (it takes none)"), span)
-            if k in raw:
-                raise GelError(f"argument '{k}' of {op} given twice", span)
-            raw[k] = v
-        for k, v in raw.items():
-            if isinstance(v, Tensor):
-                raise GelError(f"{op}: argument '{k}' must be {_annotation(d, k)}, got a tensor",
-                               field_spans.get(k, span))
-            if isinstance(v, (list, Seq)):
-                raw[k] = tuple(v.as_list(span) if isinstance(v, Seq) else v)
-            if isinstance(v, BlockValue):
-                raw[k] = str(v)
-        key = (op, tuple(sorted(raw.items())))
-        try:
-            attrs = _ATTRS.get(key) or _ATTRS.setdefault(key, d.attrs(**raw))
-        except TypeError:  # an unhashable value: validate it uncached
-            attrs = None
-        except ValidationError as ve:
-            raise _attr_error(op, ve, raw, field_spans, span) from None
-        if attrs is None:
-            try:
-                attrs = d.attrs(**raw)
-            except ValidationError as ve:
-                raise _attr_error(op, ve, raw, field_spans, span) from None
+        d = REGISTRY[op]
+        inputs, input_spans, attrs = bind_op(op, args, kwargs, span, arg_spans)
         self.grow(op, inputs, d.num_outputs(attrs), span)
         for t in inputs:
             src = self.g.nodes[t.ref.node]["branch"]
@@ -848,46 +593,6 @@ _EVAL: dict[type, Callable[..., Any]] = {ast.Call: Lowerer.call, ast.BinOp: Lowe
          ast.Comprehension: Lowerer.comprehension}
 
 
-def _is_tensors(v: Any) -> bool:
-    if isinstance(v, Tensor):
-        return True
-    if isinstance(v, (list, tuple, Seq)):
-        items = list(v.values()) if isinstance(v, Seq) else v
-        return bool(items) and all(_is_tensors(x) for x in items)
-    return False
-
-
-def _flatten(v: Any) -> list:
-    if isinstance(v, Seq):
-        v = [v[k] for k in sorted(v)]
-    if isinstance(v, (list, tuple)):
-        return [t for x in v for t in _flatten(x)]
-    return [v]
-
-
-def _attr_error(op, ve: ValidationError, raw, field_spans, span) -> GelError:
-    err = ve.errors()[0]
-    k = str(err["loc"][0]) if err["loc"] else ""
-    if err["type"] == "missing":
-        return GelError(f"{op}: missing argument '{k}'", span)
-    return GelError(f"{op}: argument '{k}': {err['msg'][0].lower()}{err['msg'][1:]} "
-                    f"(got {_describe(raw.get(k))})", field_spans.get(k, span))
-
-
-# Validated attributes are immutable, so equal arguments share one instance.
-_ATTRS: dict[tuple, Any] = {}
-
-
-@functools.cache
-def _field_names(attrs: type[Attrs]) -> tuple[str, ...]:
-    return tuple(attrs.model_fields)  # pydantic's model_fields is slow to read: once per op
-
-
-def _annotation(d: OpDef, k: str) -> str:
-    f = d.attrs.model_fields[k]
-    return getattr(f.annotation, "__name__", str(f.annotation))
-
-
 def lower(prog: Program, model: str | None = None, /, **params: Any) -> nx.DiGraph:
     """Lower one model of a program (the file's first model by default) to IR."""
     if model is None:
@@ -895,3 +600,4 @@ def lower(prog: Program, model: str | None = None, /, **params: Any) -> nx.DiGra
             raise GelError(f"{prog.file} defines no model (a spec needs `model name(...) {{ ... }}`)", prog.span)
         model = prog.own_models[0]
     return Lowerer(prog).lower_model(model, params)
+

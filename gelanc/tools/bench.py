@@ -164,9 +164,9 @@ def training_step(spec: Path, batch: int, imgsz: int, device: torch.device, quic
     import gelanc
     from gelanc.backend.fx import heads
     from gelanc.train.hyp import Hyp
-    from gelanc.train.loop import amp_dtype
     from gelanc.train.loss import DetectionLoss
     from gelanc.train.optim import make_optimizer
+    from gelanc.train.setup import amp_dtype
     from gelanc.train.val import autocast
 
     hyp = Hyp(optimizer="SGD")  # a step of the long runs a GPU is for

@@ -140,3 +140,36 @@ def launch(argv: list[str], ids: list[int]) -> int:
            "-m", "gelanc", *argv]
     print("launching: " + " ".join(cmd[1:]), file=sys.stderr)
     return subprocess.call(cmd, env=env)
+
+
+def log(w: World, msg: str) -> None:
+    if w.main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def every_process_has_images(n: int, w: World, device: torch.device) -> bool:
+    """Whether this batch is trained on: it has images here and, under DDP, in every
+    process (each must run the same backward passes, or the gradient all-reduce waits
+    forever; a batch whose images all failed to decode in one process is skipped by all)."""
+    if not w.distributed:
+        return n > 0
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(n > 0)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def gathered(items: list, w: World) -> list:
+    """Every process's ``items``, concatenated (on every rank; one process: ``items``)."""
+    if not w.distributed:
+        return items
+    import torch.distributed as dist
+
+    lists: list = [None] * w.size
+    dist.all_gather_object(lists, items)
+    return [x for one in lists for x in one]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -434,7 +434,8 @@ def plot_run(run_dir, data=None, device=None, workers: int = 0, progress: bool =
     from gelanc.data.config import DataError
     from gelanc.data.dataset import YoloDataset, collate
     from gelanc.train import ddp, results
-    from gelanc.train.loop import CKPT_KEY, default_data, load_data
+    from gelanc.train.resume import CKPT_KEY
+    from gelanc.train.setup import default_data, load_data
     from gelanc.train.val import evaluate
 
     run = Path(run_dir)

@@ -92,3 +92,33 @@ def plot(path: Path, rows: list[dict[str, float]], title: str = "") -> None:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=PLOT_DPI))
     finally:
         plt.close(fig)  # also when the write fails: a long run must not gather open figures
+
+
+RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "val/cls_loss",
+                  "val/dfl_loss", "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95",
+                  "lr/bias", "lr/bn", "lr/weights", "images_per_s", "time_s")
+
+
+def results_row(epoch: int, stats: dict, metrics: dict, seconds: float) -> dict[str, float]:
+    """One epoch's row of results.csv, its columns in :data:`RESULT_COLUMNS` order
+    (docs/train.md says what each is)."""
+    values = {**stats, **{k: v for k, v in metrics.items() if k.startswith("val/")},
+              "metrics/precision": metrics["precision"], "metrics/recall": metrics["recall"],
+              "metrics/mAP50": metrics["map50"], "metrics/mAP50-95": metrics["map"], "epoch": epoch,
+              "time_s": seconds}
+    return {k: float(values[k]) if k != "epoch" else epoch for k in RESULT_COLUMNS if k in values}
+
+
+def fitness(metrics: dict) -> float:
+    """The reference's model selection: 0.1 · mAP@0.5 + 0.9 · mAP@0.5:0.95."""
+    return 0.1 * metrics["map50"] + 0.9 * metrics["map"]
+
+
+def row_fitness(row: dict[str, float]) -> float:
+    return fitness({"map50": row["metrics/mAP50"], "map": row["metrics/mAP50-95"]})
+
+
+def best_epoch(rows: list[dict[str, float]]) -> int | None:
+    """The epoch best.pt holds: the first with the highest fitness (a later epoch replaces
+    best.pt only by beating it)."""
+    return int(max(rows, key=row_fitness)["epoch"]) if rows else None
