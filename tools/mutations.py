@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ["tests/test_passes.py", "tests/test_counts.py", "tests/test_registry.py", "tests/test_diagnostics.py",
-         "tests/test_spec_limits.py", "tests/test_torch_fx.py"]
+         "tests/test_spec_limits.py", "tests/test_torch_fx.py", "tests/test_ops.py"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,18 @@ MUTATIONS = [
              "parallel convs of different widths merged",
              equivalent="the add of the two already requires equal channels"),
     Mutation("gelanc/passes/cost.py", "        total += c\n", "", "the total counts nothing"),
+    # the ops of issue 14's first step
+    Mutation("gelanc/ops/tensor.py", "        elif dx == dy or dy == 1:", "        elif True:",
+             "mul accepts sizes that do not broadcast (issue 14)"),
+    Mutation("gelanc/ops/resample.py", "return int(((h / size) * (w / size) + 1) * outputs)",
+             "return int((h / size) * (w / size) * outputs)", "adaptive pooling's divisions not counted (issue 14)"),
+    Mutation("gelanc/passes/shapes.py", "    if any(REGISTRY[op].fixed_size for _, op in g.nodes(data=\"op\")):",
+             "    if False:", "maps pooled to a fixed size counted in the largest stride (issue 14)"),
+    Mutation("gelanc/passes/deploy.py", "_fold_bn(_drop_train_only(_strip_aux(g.copy())))",
+             "_fold_bn(_strip_aux(g.copy()))", "deploy keeps dropout (issue 14)"),
+    Mutation("gelanc/ops/activation.py", "(xs[0], a.slope))", "(xs[0],))", "leaky_relu ignores its slope (issue 14)"),
+    Mutation("gelanc/ops/dense.py", "i[0][0] * a.c2 + (a.c2 if a.bias else 0)", "i[0][0] * a.c2",
+             "linear's bias not counted (issue 14)"),
 ]
 
 
@@ -107,11 +119,11 @@ def copy_tree(dst: Path) -> None:
             shutil.copy2(src, dst / f)
 
 
-def run_tests(tree: Path, verbose: bool) -> bool:
+def run_tests(tree: Path, verbose: bool, tests: list[str]) -> bool:
     """Whether the core's tests pass in ``tree`` (stopping at the first failure)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
-                        *TESTS], cwd=tree, env=env, capture_output=True, text=True)
+                        *tests], cwd=tree, env=env, capture_output=True, text=True)
     if verbose:
         print(r.stdout[-2000:])
     return r.returncode == 0
@@ -120,6 +132,7 @@ def run_tests(tree: Path, verbose: bool) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="the mutations whose file or description contains this")
+    ap.add_argument("--tests", nargs="+", default=TESTS, help="the test files to run (default: the core's)")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     chosen = [m for m in MUTATIONS if not a.only or a.only in m.file or a.only in m.what]
@@ -135,7 +148,7 @@ def main() -> None:
             path.write_text(before.replace(m.old, m.new))
             t = time.perf_counter()
             try:
-                passed = run_tests(tree, a.verbose)
+                passed = run_tests(tree, a.verbose, a.tests)
             finally:
                 path.write_text(before)
             verdict = "survived" if passed else "killed"

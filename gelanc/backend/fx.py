@@ -124,7 +124,10 @@ class _Builder:
         return self.graph.placeholder(name)
 
     def new_weights(self, m: nn.Module) -> None:
-        """``m``'s parameters are drawn (PyTorch's default initialisation) off the main thread."""
+        """``m``, made on the "meta" device, gets its own parameters allocated here; their
+        values are drawn (PyTorch's default initialisation) off the main thread."""
+        for name, p in list(m.named_parameters(recurse=False)):
+            setattr(m, name, nn.Parameter(torch.empty(p.shape)))
         self.to_draw.put(m)
 
     def call(self, name: str, fn, args, kwargs=None) -> fx.Node:

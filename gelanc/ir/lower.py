@@ -58,6 +58,8 @@ from gelanc.ops import REGISTRY, ShapeError
 
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
           "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+# the operators that are ops of two tensors: + adds them, * multiplies them (broadcasting)
+_TENSOR_OPS = {"+": "add", "*": "mul"}
 _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
             ">": operator.gt, ">=": operator.ge}
 
@@ -481,15 +483,16 @@ class Lowerer:
                 return _COMPARE[e.op](a, b)
             except TypeError:
                 raise GelError(f"cannot compare {describe(a)} with {describe(b)}", e.span) from None
-        if e.op == "+" and isinstance(a, Tensor) and isinstance(b, Tensor):
-            scope = self.claim(frame, name, "add", e.span)
-            return self.emit("add", [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
+        if e.op in _TENSOR_OPS and isinstance(a, Tensor) and isinstance(b, Tensor):
+            op = _TENSOR_OPS[e.op]
+            scope = self.claim(frame, name, op, e.span)
+            return self.emit(op, [a, b], {}, frame, scope, e.span, [e.left.span, e.right.span])
         if e.op == "+" and isinstance(a, list) and isinstance(b, list):
             out = a + b
             self.measure(out, e.span)  # a list doubled in a loop stops here
             return out
         if isinstance(a, Tensor) or isinstance(b, Tensor):
-            raise GelError(f"operator {e.op} is not defined for tensors (only + adds them)", e.span)
+            raise GelError(f"operator {e.op} is not defined for tensors (+ adds them, * multiplies them)", e.span)
         a, b = as_number(a, e.left.span, f"operator {e.op}"), as_number(b, e.right.span, f"operator {e.op}")
         if e.op in ("/", "//", "%") and b == 0:
             raise GelError("division by zero", e.right.span)

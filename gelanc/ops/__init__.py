@@ -12,7 +12,9 @@ An :class:`OpDef` holds everything the rest of gelanc knows about an op:
 * ``lower`` — how it is built in a torch.fx graph, and ``init`` where the reference
   initialises it otherwise than PyTorch does (the detection head's bias prior);
 * flags the passes read instead of names: ``source`` (the image input), ``head``
-  (a detection head), ``has_weights``, ``multi_output``.
+  (a detection head), ``has_weights``, ``multi_output``, ``train_only`` (removed for
+  deploy: dropout), ``fixed_size`` (an output whose size is not the input's scaled:
+  adaptive pooling).
 
 Passes, the viz, the stats, the torch backend and the importers read this table;
 none of them tests an op's name (a test greps for it). The deploy transforms are
@@ -22,13 +24,14 @@ modules below, its torch lowering beside its shape rule; torch is imported only
 inside lowerings, so counting and checking a spec never loads it.
 
 A *shape* is a tuple of ints: ``(C, H, W)`` for a feature map, ``(C, A)`` for a
-head's decoded output. While a spec is lowered only channels are known, and the
-spatial entries are ``None``; :mod:`gelanc.passes.shapes` fills them for an image size.
+head's decoded output, ``(C,)`` for a vector (``flatten``, ``linear``). While a spec
+is lowered only channels are known, and the spatial entries are ``None`` (but for a
+map pooled to a fixed size); :mod:`gelanc.passes.shapes` fills them for an image size.
 """
 
 from gelanc.ops.registry import REGISTRY, Attrs, OpDef, Shape, ShapeError, register
 
 # each module registers its ops on import, in this order (the order `gelanc` lists them)
-from gelanc.ops import tensor, conv, activation, resample, detect  # noqa: E402,F401,I001  isort: skip
+from gelanc.ops import tensor, conv, activation, resample, dense, detect  # noqa: E402,F401,I001  isort: skip
 
 __all__ = ["REGISTRY", "Attrs", "OpDef", "Shape", "ShapeError", "register"]

@@ -32,14 +32,10 @@ def _conv_shape(a: Conv2dAttrs, ins: list[Shape]) -> list[Shape]:
 
 
 def _conv_lower(b, n, a: Conv2dAttrs, xs, shapes):
-    import torch
     from torch import nn
 
-    # created uninitialised: the builder draws the initial weights in a background thread
+    # made without weights: the builder allocates them and draws them in a background thread
     m = nn.Conv2d(shapes[0][0], a.c2, a.k, a.s, a.padding, a.dilation, a.groups, a.bias, device="meta")
-    m.weight = nn.Parameter(torch.empty(m.weight.shape))
-    if a.bias:
-        m.bias = nn.Parameter(torch.empty(a.c2))
     b.new_weights(m)
     return b.module(n, m, xs)
 

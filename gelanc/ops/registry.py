@@ -69,6 +69,11 @@ class OpDef:
     source: bool = False
     # A detection head: a model's outputs that are heads, main then aux, form PGI's dual output
     head: bool = False
+    # Active in training only (dropout): the deploy passes remove it, its readers read its input
+    train_only: bool = False
+    # Its output's spatial size is its own, not the input's scaled (adaptive pooling): the
+    # maps from it on have no stride, and the largest-stride check leaves them out
+    fixed_size: bool = False
     init: Initialiser | None = None
 
 

@@ -1,4 +1,5 @@
-"""Changing spatial size: upsampling, pooling, resizing to another map (CBFuse)."""
+"""Changing spatial size: upsampling, pooling (by a window, or to a fixed size), resizing
+to another map (CBFuse)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from gelanc.ops.registry import Attrs, NoAttrs, OpDef, ShapeError, numel, register, window
+from gelanc.ops.registry import Attrs, NoAttrs, OpDef, ShapeError, fmt, numel, register, window
 
 
 class UpsampleAttrs(Attrs):
@@ -80,3 +81,42 @@ register(OpDef(
     "Nearest resize of the first input to the spatial size of the second (CBFuse).",
     shape=lambda a, ins: [(ins[0][0], *ins[1][1:])], arity=(2, 2),
     lower=_resize_lower))
+
+
+class AdaptivePoolAttrs(Attrs):
+    size: PositiveInt = 1  # the output's height and width: 1 pools globally
+
+
+def _adaptive_shape(a: AdaptivePoolAttrs, ins):
+    if len(ins[0]) != 3:
+        raise ShapeError(f"adaptive pooling of {fmt(ins[0])}: it takes a map", 0)
+    return [(ins[0][0], a.size, a.size)]
+
+
+def _adaptive_avg_macs(shape, size: int, outputs: int) -> int:
+    """thop 0.1.1's rule: per output element, (H/size)·(W/size) adds and one division, in
+    floating point and truncated at the end — the window when size divides H and W, an
+    average window otherwise (PyTorch's windows then differ in size)."""
+    _, h, w = shape
+    if h is None or w is None:
+        return 0
+    return int(((h / size) * (w / size) + 1) * outputs)
+
+
+def _adaptive_lower(kind: str):
+    def lower(b, n, a: AdaptivePoolAttrs, xs, shapes):
+        from torch import nn
+
+        # a module, not a call: thop counts nn.AdaptiveAvgPool2d, as classification heads have it
+        return b.module(n, getattr(nn, kind)(a.size), xs)
+
+    return lower
+
+
+register(OpDef(
+    "adaptive_avgpool", AdaptivePoolAttrs, "Average pooling to a size×size map (1: global pooling).",
+    shape=_adaptive_shape, lower=_adaptive_lower("AdaptiveAvgPool2d"), fixed_size=True,
+    macs=lambda a, i, o: _adaptive_avg_macs(i[0], a.size, numel(o[0]))))
+register(OpDef(
+    "adaptive_maxpool", AdaptivePoolAttrs, "Max pooling to a size×size map (thop: zero cost).",
+    shape=_adaptive_shape, lower=_adaptive_lower("AdaptiveMaxPool2d"), fixed_size=True))

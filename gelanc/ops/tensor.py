@@ -1,6 +1,9 @@
-"""The image source, and joining and splitting tensors along channels."""
+"""The image source; joining and splitting tensors along channels; the element-wise
+product (gates); flattening; dropout."""
 
 from __future__ import annotations
+
+import math
 
 from pydantic import Field, PositiveInt
 
@@ -98,3 +101,67 @@ def _split_lower(b, n, a: SplitAttrs, xs, shapes):
 register(OpDef(
     "split", SplitAttrs, "Splits channels into parts of the given sizes (one output each).",
     shape=_split_shape, lower=_split_lower, num_outputs=lambda a: len(a.sizes), multi_output=True))
+
+
+def _broadcast(a, ins):
+    """NumPy's broadcasting over (C, H, W), entry by entry: equal, or one of them 1
+    (an SE gate's C×1×1 scales each channel of a map)."""
+    x, y = ins
+    if len(x) != len(y):
+        raise ShapeError(f"mul of {fmt(x)} and {fmt(y)}: a map and a vector do not broadcast", 1)
+    out = []
+    for dx, dy in zip(x, y):
+        if dx is None or dy is None:
+            out.append(dy if dx == 1 else dx if dy == 1 else dx if dy is None else dy)
+        elif dx == dy or dy == 1:
+            out.append(dx)
+        elif dx == 1:
+            out.append(dy)
+        else:
+            raise ShapeError(f"mul of {fmt(x)} and {fmt(y)}: sizes {dx} and {dy} neither agree nor are 1", 1)
+    return [tuple(out)]
+
+
+def _mul_lower(b, n, a, xs, shapes):
+    import operator
+
+    return b.call(n, operator.mul, (xs[0], xs[1]))
+
+
+register(OpDef(
+    "mul", NoAttrs, "Element-wise product of two tensors, broadcasting entries of size 1 (gates).",
+    shape=_broadcast, lower=_mul_lower, arity=(2, 2)))
+
+
+def _flatten_shape(a, ins):
+    s = ins[0]
+    if None in s:
+        raise ShapeError(f"flatten of {fmt(s)}: its spatial size is not fixed; pool it to a fixed size first "
+                         "(adaptive_avgpool(x, 1))", 0)
+    return [(math.prod(s),)]
+
+
+def _flatten_lower(b, n, a, xs, shapes):
+    import torch
+
+    return b.call(n, torch.flatten, (xs[0], 1))
+
+
+register(OpDef(
+    "flatten", NoAttrs, "A map of fixed size as one vector (C·H·W).", shape=_flatten_shape,
+    lower=_flatten_lower))
+
+
+class DropoutAttrs(Attrs):
+    p: float = Field(0.5, ge=0, lt=1)
+
+
+def _dropout_lower(b, n, a: DropoutAttrs, xs, shapes):
+    from torch import nn
+
+    return b.module(n, nn.Dropout(a.p), xs)
+
+
+register(OpDef(
+    "dropout", DropoutAttrs, "Zeroes each element with probability p while training; removed for deploy.",
+    shape=lambda a, i: [i[0]], lower=_dropout_lower, train_only=True))

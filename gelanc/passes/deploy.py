@@ -1,6 +1,8 @@
 """Deploy transforms: the inference graph, as the reference's re-parameterisation makes it.
 
 * :func:`strip_aux` removes PGI's auxiliary branch and its half of the dual head;
+* :func:`drop_train_only` removes the ops that act in training only (dropout; the
+  registry's ``train_only``), their readers reading their input instead;
 * :func:`fold_bn` folds each BatchNorm into the convolution that feeds it;
 * :func:`merge_parallel_convs` merges RepConvN's parallel 3×3 and 1×1 convolutions
   of one input into a single 3×3 (RepVGG's re-parameterisation) — and any odd k×k
@@ -18,6 +20,7 @@ from __future__ import annotations
 import networkx as nx
 
 from gelanc.ir.graph import Ref, consumers, inputs, replace_uses, topo_order
+from gelanc.ops import REGISTRY
 
 
 def strip_aux(g: nx.DiGraph) -> nx.DiGraph:
@@ -27,6 +30,17 @@ def strip_aux(g: nx.DiGraph) -> nx.DiGraph:
 def _strip_aux(out: nx.DiGraph) -> nx.DiGraph:
     out.remove_nodes_from([n for n, b in out.nodes(data="branch") if b == "aux"])
     out.graph["outputs"] = [r for r in out.graph["outputs"] if r.node in out]
+    return out
+
+
+def drop_train_only(g: nx.DiGraph) -> nx.DiGraph:
+    return _drop_train_only(g.copy())
+
+
+def _drop_train_only(out: nx.DiGraph) -> nx.DiGraph:
+    for n in [n for n, op in out.nodes(data="op") if REGISTRY[op].train_only]:
+        replace_uses(out, Ref(n), inputs(out, n)[0])
+        out.remove_node(n)
     return out
 
 
@@ -87,5 +101,5 @@ def _merge_parallel_convs(out: nx.DiGraph) -> nx.DiGraph:
 
 
 def deploy(g: nx.DiGraph) -> nx.DiGraph:
-    """The inference graph: aux branch removed, BN folded, RepConvN merged."""
-    return _merge_parallel_convs(_fold_bn(_strip_aux(g.copy())))  # one copy, edited in place
+    """The inference graph: aux branch and training-only ops removed, BN folded, RepConvN merged."""
+    return _merge_parallel_convs(_fold_bn(_drop_train_only(_strip_aux(g.copy()))))  # one copy, edited in place

@@ -51,11 +51,18 @@ def _source_shapes(op, attrs, size: tuple[int, int] | None) -> list:
 
 
 def strides(g: nx.DiGraph) -> dict[str, int]:
-    """Each feature map's stride relative to the input (largest over its outputs)."""
+    """Each feature map's stride relative to the input (largest over its outputs).
+
+    A map whose size does not follow the input's — one pooled to a fixed size, and what
+    is computed from it — has none: with an op of ``fixed_size`` in the graph, a second
+    probe of twice the size tells those maps (they keep their size) from the strided ones."""
     probe = _infer_unchecked(g, (_PROBE, _PROBE))
+    twice = None
+    if any(REGISTRY[op].fixed_size for _, op in g.nodes(data="op")):
+        twice = _infer_unchecked(g, (2 * _PROBE, 2 * _PROBE))
     out = {}
     for n, outs in probe.items():
-        maps = [s for s in outs if len(s) == 3]
+        maps = [s for i, s in enumerate(outs) if len(s) == 3 and (twice is None or twice[n][i] != s)]
         if maps:
             out[n] = max(_PROBE // min(s[1], s[2]) for s in maps)
     return out
