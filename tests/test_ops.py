@@ -1,5 +1,6 @@
-"""The ops for gates, other activations and classification heads (issue 14, first step):
-each against PyTorch's own function or module, and its cost against thop 0.1.1's."""
+"""The ops for gates, other activations, norms, learned and bilinear upsampling and
+classification heads (issue 14's first steps): each against PyTorch's own function or
+module, and its cost against thop 0.1.1's."""
 
 import copy
 
@@ -38,6 +39,21 @@ model tiny_cls(nc = 10, pooled = 1) {
 """
 
 
+# the other new ops with weights or a cost, in one network whose map sizes they change
+RESAMPLING = """
+import "zoo/blocks.gel"
+
+model resampling() {
+    x = input(3)
+    a = layernorm(Conv(x, 16, 3, 2))
+    b = drop_path(groupnorm(space_to_depth(a, 2), 4), 0.2)
+    c = conv_transpose2d(b, 24, 2, 2)
+    d = upsample(c, 2, "bilinear")
+    return concat(d, upsample(a, 2))
+}
+"""
+
+
 def one_op(call: str) -> str:
     return f"model m() {{\n    x = input(3)\n    return {call}\n}}\n"
 
@@ -60,10 +76,15 @@ def error(text: str) -> GelError:
     ("x * adaptive_avgpool(x)", lambda x: x * x.mean((2, 3), keepdim=True)),
     ("adaptive_maxpool(x) * x", lambda x: x.amax((2, 3), keepdim=True) * x),
     ("flatten(adaptive_avgpool(x, 2))", lambda x: F.adaptive_avg_pool2d(x, 2).reshape(len(x), -1)),
+    ('upsample(x, 3, "bilinear")', lambda x: F.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False)),
+    ("space_to_depth(x, 2)", lambda x: F.pixel_unshuffle(x, 2)),
+    ("layernorm(x)", lambda x: (x - x.mean(1, keepdim=True)) / (x.var(1, unbiased=False, keepdim=True) + 1e-6).sqrt()),
+    ("groupnorm(x, 3)", lambda x: F.group_norm(x, 3, eps=1e-5)),
+    ("drop_path(x, 0.5)", lambda x: x),  # in eval mode
 ])
 @torch.no_grad()
 def test_each_op_computes_what_pytorch_does(call, reference):
-    x = torch.randn(2, 3, 7, 9)
+    x = torch.randn(2, 3, 8, 10)
     m = gelanc.compile(one_op(call)).eval()
     assert torch.allclose(m(x), reference(x), atol=1e-6)
 
@@ -92,20 +113,47 @@ def test_gate_by_hand():
         assert torch.allclose(m(x), x * s, atol=1e-6)
 
 
+@torch.no_grad()
+def test_a_transposed_convolution_by_hand():
+    torch.manual_seed(3)
+    m = gelanc.compile(one_op("conv_transpose2d(x, 5, 3, 2, 1)")).eval()
+    t = next(mod for mod in m.modules() if isinstance(mod, torch.nn.ConvTranspose2d))
+    x = torch.randn(2, 3, 6, 7)
+    y = m(x)
+    assert y.shape == (2, 5, 11, 13)  # (size − 1) · 2 − 2 + 3
+    assert torch.allclose(y, F.conv_transpose2d(x, t.weight, t.bias, stride=2, padding=1), atol=1e-6)
+
+
+@torch.no_grad()
+def test_drop_path_drops_whole_samples_in_training():
+    torch.manual_seed(4)
+    m = gelanc.compile(one_op("drop_path(x, 0.5)")).train()
+    x = torch.rand(64, 3, 4, 4) + 1
+    y = m(x)
+    kept = [bool((y[i] != 0).all()) for i in range(64)]
+    for i in range(64):  # each sample all zero, or all of it kept and scaled by 1 / (1 − p)
+        assert torch.equal(y[i], x[i] * 2) if kept[i] else not y[i].any()
+    assert 16 < sum(kept) < 48
+    assert "drop_path" not in [op for _, op in deploy(graph(program(one_op("drop_path(x, 0.5)")))).nodes(data="op")]
+
+
 @pytest.mark.parametrize("size", [(224, 224), (56, 72), (40, 40)])
-@pytest.mark.parametrize("pooled", [1, 3])
-def test_counts_are_thops_and_the_modules(size, pooled):
+@pytest.mark.parametrize("text, pooled", [(CLASSIFIER, 1), (CLASSIFIER, 3), (RESAMPLING, None)],
+                         ids=["classifier", "classifier-3x3", "resampling"])
+def test_counts_are_thops_and_the_modules(size, text, pooled):
     """Parameters and MACs of train and deploy graphs equal thop 0.1.1's profile of the
     compiled modules — the adaptive pool's included, where 3 does not divide the map."""
-    text = CLASSIFIER
-    g = graph(program(text), pooled=pooled)
-    m = gelanc.compile(text, pooled=pooled).eval()
-    macs, params = thop.profile(copy.deepcopy(m), inputs=(torch.zeros(1, 3, *size),), verbose=False)
+    params = {"pooled": pooled} if pooled else {}
+    g = graph(program(text), **params)
+    m = gelanc.compile(text, **params).eval()
+    # parameters are the module's (thop leaves out those of modules it has no rule for: GroupNorm's)
+    macs, _ = thop.profile(copy.deepcopy(m), inputs=(torch.zeros(1, 3, *size),), verbose=False)
     c = count(g, infer(g, size)).total
-    assert (c.macs, c.params) == (int(macs), int(params)) == (int(macs), sum(p.numel() for p in m.parameters()))
+    assert (c.macs, c.params) == (int(macs), sum(p.numel() for p in m.parameters()))
     d, dg = gelanc.deploy(m).eval(), deploy(g)
-    macs, params = thop.profile(copy.deepcopy(d), inputs=(torch.zeros(1, 3, *size),), verbose=False)
-    assert (count(dg, infer(dg, size)).total.macs, count(dg, infer(dg, size)).total.params) == (int(macs), int(params))
+    macs, _ = thop.profile(copy.deepcopy(d), inputs=(torch.zeros(1, 3, *size),), verbose=False)
+    c = count(dg, infer(dg, size)).total
+    assert (c.macs, c.params) == (int(macs), sum(p.numel() for p in d.parameters()))
 
 
 @torch.no_grad()
@@ -147,6 +195,13 @@ def test_shape_errors_name_the_argument():
     assert "slope" in e.message
     e = error(one_op("dropout(x, 1)"))
     assert "argument 'p'" in e.message
+    e = error(one_op("groupnorm(x, 2)"))
+    assert "groupnorm: 2 groups do not divide 3 channels" in e.message
+    e = error(one_op('upsample(x, 2, "bicubic")'))
+    assert "argument 'mode'" in e.message
+    g = graph(program(one_op("space_to_depth(x, 4)")))
+    with pytest.raises(GelError, match="space_to_depth by 4 of 3×38×40: 38 is not a multiple of 4"):
+        infer(g, (38, 40), check_stride=False)
 
 
 def test_a_tensor_times_a_number_is_still_an_error():

@@ -105,6 +105,12 @@ MUTATIONS = [
     Mutation("gelanc/ops/activation.py", "(xs[0], a.slope))", "(xs[0],))", "leaky_relu ignores its slope (issue 14)"),
     Mutation("gelanc/ops/dense.py", "i[0][0] * a.c2 + (a.c2 if a.bias else 0)", "i[0][0] * a.c2",
              "linear's bias not counted (issue 14)"),
+    Mutation("gelanc/ops/resample.py", '_UPSAMPLE_OPS = {"nearest": 1, "bilinear": 11}',
+             '_UPSAMPLE_OPS = {"nearest": 1, "bilinear": 1}', "bilinear upsampling counted as nearest (issue 14)"),
+    Mutation("gelanc/ops/conv.py", "(d - 1) * a.s - 2 * a.p + a.k", "(d - 1) * a.s + a.k",
+             "a transposed convolution's padding ignored in its shape (issue 14)"),
+    Mutation("gelanc/ops/norm.py", "    if ins[0][0] % a.groups:", "    if False:",
+             "groupnorm's groups need not divide the channels (issue 14)"),
 ]
 
 

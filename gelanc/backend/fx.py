@@ -100,6 +100,37 @@ class DualOutput(nn.Module):
         return main[0], (main[1], aux[1])
 
 
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of each position of a map (ConvNeXt's channels-first
+    LayerNorm): PyTorch's ``nn.LayerNorm`` on the channels-last view, so that thop counts
+    it by its LayerNorm rule."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) if x.dim() == 4 else self.norm(x)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, each sample's tensor zeroed with probability ``p``
+    (the others scaled by 1 / (1 − p)); the identity otherwise."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 # ---- functions the generated code calls -------------------------------------------
 
 

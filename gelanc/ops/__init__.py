@@ -32,6 +32,6 @@ map pooled to a fixed size); :mod:`gelanc.passes.shapes` fills them for an image
 from gelanc.ops.registry import REGISTRY, Attrs, OpDef, Shape, ShapeError, register
 
 # each module registers its ops on import, in this order (the order `gelanc` lists them)
-from gelanc.ops import tensor, conv, activation, resample, dense, detect  # noqa: E402,F401,I001  isort: skip
+from gelanc.ops import tensor, conv, norm, activation, resample, dense, detect  # noqa: E402,F401,I001  isort: skip
 
 __all__ = ["REGISTRY", "Attrs", "OpDef", "Shape", "ShapeError", "register"]

@@ -12,21 +12,49 @@ from gelanc.ops.registry import Attrs, NoAttrs, OpDef, ShapeError, fmt, numel, r
 
 class UpsampleAttrs(Attrs):
     scale: PositiveInt = 2
-    mode: Literal["nearest"] = "nearest"
+    mode: Literal["nearest", "bilinear"] = "nearest"
 
 
 def _upsample_lower(b, n, a: UpsampleAttrs, xs, shapes):
     from torch import nn
 
     # a module, not a call: thop counts nn.Upsample, as the paper's figures do
-    return b.module(n, nn.Upsample(scale_factor=a.scale, mode=a.mode), xs)
+    corners = {"align_corners": False} if a.mode == "bilinear" else {}
+    return b.module(n, nn.Upsample(scale_factor=a.scale, mode=a.mode, **corners), xs)
+
+
+# thop's ops per output element of each mode
+_UPSAMPLE_OPS = {"nearest": 1, "bilinear": 11}
+
+register(OpDef(
+    "upsample", UpsampleAttrs, "Upsampling by an integer factor, nearest-neighbour or bilinear.",
+    shape=lambda a, i: [(i[0][0], *(None if d is None else d * a.scale for d in i[0][1:]))],
+    lower=_upsample_lower,
+    macs=lambda a, i, o: _UPSAMPLE_OPS[a.mode] * numel(o[0])))
+
+
+class SpaceToDepthAttrs(Attrs):
+    block: PositiveInt = 2
+
+
+def _space_to_depth_shape(a: SpaceToDepthAttrs, ins):
+    c, h, w = ins[0]
+    for d in (h, w):
+        if d is not None and d % a.block:
+            raise ShapeError(f"space_to_depth by {a.block} of {fmt(ins[0])}: {d} is not a multiple of {a.block}", 0)
+    return [(c * a.block * a.block, *(None if d is None else d // a.block for d in (h, w)))]
+
+
+def _space_to_depth_lower(b, n, a: SpaceToDepthAttrs, xs, shapes):
+    from torch import nn
+
+    return b.module(n, nn.PixelUnshuffle(a.block), xs)
 
 
 register(OpDef(
-    "upsample", UpsampleAttrs, "Nearest-neighbour upsampling by an integer factor.",
-    shape=lambda a, i: [(i[0][0], *(None if d is None else d * a.scale for d in i[0][1:]))],
-    lower=_upsample_lower,
-    macs=lambda a, i, o: numel(o[0])))  # thop counts nearest upsampling as one op per output
+    "space_to_depth", SpaceToDepthAttrs,
+    "Each block×block patch's pixels as channels (PyTorch's PixelUnshuffle; thop: zero cost).",
+    shape=_space_to_depth_shape, lower=_space_to_depth_lower))
 
 
 class PoolAttrs(Attrs):

@@ -165,3 +165,15 @@ def _dropout_lower(b, n, a: DropoutAttrs, xs, shapes):
 register(OpDef(
     "dropout", DropoutAttrs, "Zeroes each element with probability p while training; removed for deploy.",
     shape=lambda a, i: [i[0]], lower=_dropout_lower, train_only=True))
+
+
+def _drop_path_lower(b, n, a: DropoutAttrs, xs, shapes):
+    from gelanc.backend.fx import DropPath
+
+    return b.module(n, DropPath(a.p), xs)
+
+
+register(OpDef(
+    "drop_path", DropoutAttrs,
+    "Stochastic depth: zeroes a whole sample's tensor with probability p while training; removed for deploy.",
+    shape=lambda a, i: [i[0]], lower=_drop_path_lower, train_only=True))
