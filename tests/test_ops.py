@@ -3,6 +3,7 @@ classification heads (issue 14's first steps): each against PyTorch's own functi
 module, and its cost against thop 0.1.1's."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import thop
@@ -207,3 +208,15 @@ def test_shape_errors_name_the_argument():
 def test_a_tensor_times_a_number_is_still_an_error():
     e = error('import "zoo/blocks.gel"\n' + one_op("Conv(x, 8) * 2"))
     assert "operator * is not defined for tensors (+ adds them, * multiplies them)" in e.message
+
+
+@torch.no_grad()
+def test_the_language_docs_example_of_a_gate_and_a_head_compiles_and_runs():
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text()
+    section = docs[docs.index("**Gates, heads, norms.**"):]
+    blocks = section[section.index("```\n") + 4:section.index("\n```", section.index("```\n") + 4)]
+    text = 'import "zoo/blocks.gel"\n' + blocks + (
+        "\nmodel m() {\n    return ClassifyHead(SE(Conv(input(3), 32, 3, 2, act = leaky_relu)), 10, 0.1)\n}\n")
+    m = gelanc.compile(text).eval()
+    y = m(torch.rand(2, 3, 64, 48))
+    assert y.shape == (2, 10) and torch.allclose(y.sum(1), torch.ones(2))
