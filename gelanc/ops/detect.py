@@ -42,27 +42,31 @@ def _bias_prior(g, n: str, modules: dict) -> None:
     a, det = g.nodes[n]["attrs"], modules[n]
     with torch.no_grad():
         for level, stride in zip(inputs(g, n), det.strides):
-            box, cls = _branch_convs(g, level.node, a)
+            box, cls = _branch_convs(g, level.node, a, modules)
             if box:
                 modules[box].bias.fill_(1.0)
             if cls:
                 modules[cls].bias[: a.nc] = math.log(5 / a.nc / (640 / stride) ** 2)
 
 
-def _branch_convs(g, node: str, a: DetectAttrs) -> tuple[str | None, str | None]:
+def _branch_convs(g, node: str, a: DetectAttrs, modules: dict) -> tuple[str | None, str | None]:
     """The last conv of a level's box branch (4·reg_max wide) and class branch (nc wide):
-    the inputs of the concat that feeds the head, found by width, not by name."""
+    the biased convolutions among the inputs of the join that feeds the head, found by
+    their modules and widths, not by op names."""
+    from torch import nn
+
     from gelanc.ir.graph import inputs  # not at the top: the IR's module imports the registry
 
-    if g.nodes[node]["op"] != "concat":
+    srcs = inputs(g, node)
+    if len(srcs) < 2:  # a level that is not a join of branches: nothing to find
         return None, None
     box = cls = None
-    for r in inputs(g, node):
-        src = g.nodes[r.node]
-        if src["op"] == "conv2d" and src["attrs"].bias:
-            if src["attrs"].c2 == 4 * a.reg_max and box is None:
+    for r in srcs:
+        m = modules.get(r.node)
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
+            if m.out_channels == 4 * a.reg_max and box is None:
                 box = r.node
-            elif src["attrs"].c2 == a.nc:
+            elif m.out_channels == a.nc:
                 cls = r.node
     return box, cls
 
